@@ -1,0 +1,64 @@
+# dlcourse — the two commands a learner needs are `make lab` and `make test` (see README.md).
+# Everything is installed into .venv from pyproject.toml; a stamp file per extra skips the install when
+# pyproject.toml has not changed, so a second `make lab` starts in seconds.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8888
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: lab test sync check-sync lint grade bench clean help
+
+help:
+	@echo "make lab    - set up .venv (first run only) and open the course in JupyterLab"
+	@echo "make test   - set up .venv with test extras and run the whole suite at smoke scale"
+	@echo "make sync   - regenerate every .ipynb from its .py source and labs/ from solutions/"
+	@echo "make grade LAB=solutions/lab01_training_loop.py SUBMISSIONS=dir OUT=dir - autograde a folder"
+	@echo "make bench  - run the benchmark scripts and print their tables"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+
+# One stamp per set of extras; each depends on pyproject.toml, so editing dependencies reinstalls.
+$(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[lab]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name dlcourse --display-name "Python (dlcourse)" >/dev/null
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[lab,test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name dlcourse --display-name "Python (dlcourse)" >/dev/null
+	touch $@ $(VENV)/.installed-lab
+
+lab: $(VENV)/.installed-lab
+	$(BIN)/dlcourse lab --port $(PORT)
+
+sync: $(VENV)/.installed-lab
+	$(BIN)/dlcourse sync
+
+# CI gate: regenerating must not change any committed file.
+check-sync: $(VENV)/.installed-test
+	$(BIN)/dlcourse sync --check
+
+lint: $(VENV)/.installed-test
+	$(BIN)/dlcourse lint solutions
+
+test: $(VENV)/.installed-test
+	$(BIN)/dlcourse env
+	$(BIN)/dlcourse sync --check
+	$(BIN)/dlcourse lint solutions
+	DLCOURSE_SCALE=smoke MPLBACKEND=Agg $(BIN)/python -m pytest -n auto --dist loadscope \
+		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=300 \
+		tests notebooks solutions
+
+grade: $(VENV)/.installed-lab
+	$(BIN)/dlcourse grade $(LAB) $(SUBMISSIONS) --out $(OUT)
+
+bench: $(VENV)/.installed-lab
+	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,170 @@
+"""One readable training loop: ``fit`` trains for some epochs and records a ``History``; ``evaluate`` scores a model.
+
+Introduced in notebook 01, after the same loop has been written by hand; later notebooks call it instead of copying
+a loop. The loop body is exactly the five lines every PyTorch loop has (forward, loss, zero_grad, backward, step);
+everything else is bookkeeping kept off the hot path: losses are summed on the device and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class History:
+    """Per-epoch records: ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``, ``seconds``.
+
+    ``history["val_acc"]`` gives one column as a list; ``history.last`` the final epoch's record.
+    """
+
+    records: list[dict[str, float | None]] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> list[float | None]:
+        return [r[key] for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def last(self) -> dict[str, float | None]:
+        return self.records[-1]
+
+    def __repr__(self) -> str:
+        if not self.records:
+            return "History(empty)"
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.last.items()}
+        return f"History({len(self)} epochs, last={shown})"
+
+
+def _is_classification(y_hat: torch.Tensor, y: torch.Tensor) -> bool:
+    """Accuracy makes sense when the model outputs (N, C) scores and the targets are (N,) class indices."""
+    return y_hat.ndim == 2 and y.ndim == 1 and not torch.is_floating_point(y)
+
+
+class _Tally:
+    """Sums loss and correct predictions on the device, so the loop never waits for a ``.item()`` per batch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+        self.count = 0
+        self.classification = True
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, y_hat: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss.detach() * len(y)  # loss_fn returns a batch mean
+        self.classification = self.classification and _is_classification(y_hat, y)
+        if self.classification:
+            self.correct += (y_hat.argmax(dim=1) == y).sum()
+        self.count += len(y)
+
+    def result(self) -> tuple[float, float | None]:
+        """(mean loss, accuracy or None); reads the device once."""
+        if self.count == 0:
+            raise ValueError("no batches were seen: is the loader empty?")
+        acc = self.correct.item() / self.count if self.classification else None
+        return self.loss.item() / self.count, acc
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, loss_fn: LossFn = F.cross_entropy,
+             device: torch.device | str | None = None) -> dict[str, float | None]:
+    """Mean loss and accuracy (None when the task is not classification) of ``model`` over ``loader``.
+
+    The model is put in eval mode for the pass and returned to the mode it was in.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    tally = _Tally(device)
+    for X, y in loader:
+        X, y = X.to(device), y.to(device)
+        y_hat = model(X)
+        tally.add(loss_fn(y_hat, y), y_hat, y)
+    model.train(was_training)
+    loss, acc = tally.result()
+    return {"loss": loss, "acc": acc}
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
+        val_loader: DataLoader | None = None, *, num_epochs: int = 1, loss_fn: LossFn = F.cross_entropy,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, scheduler_step: str = "epoch",
+        device: torch.device | str | None = None, progress: bool = True) -> History:
+    """Train ``model`` for ``num_epochs`` and return its :class:`History`.
+
+    ``scheduler`` is stepped once per epoch (``scheduler_step="epoch"``) or once per batch (``"batch"``, e.g. for
+    OneCycleLR). Batches are moved to ``device`` (default: where the model's parameters are). The progress bar shows
+    one bar for the whole run with the latest epoch's metrics; ``progress=False`` hides it.
+    """
+    if scheduler_step not in ("epoch", "batch"):
+        raise ValueError(f"scheduler_step must be 'epoch' or 'batch', not {scheduler_step!r}")
+    if num_epochs < 1:
+        raise ValueError(f"num_epochs must be at least 1, not {num_epochs}")
+    device = torch.device(device) if device is not None else _model_device(model)
+    history = History()
+    bar = tqdm(total=num_epochs * len(train_loader), desc="fit", unit="batch", disable=not progress)
+    for epoch in range(1, num_epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        tally = _Tally(device)
+        for X, y in train_loader:
+            X, y = X.to(device), y.to(device)
+            y_hat = model(X)
+            loss = loss_fn(y_hat, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None and scheduler_step == "batch":
+                scheduler.step()
+            tally.add(loss, y_hat, y)
+            bar.update()
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None and scheduler_step == "epoch":
+            scheduler.step()
+        train_loss, train_acc = tally.result()
+        record: dict[str, float | None] = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": None,
+            "val_acc": None,
+            "lr": lr,
+        }
+        if val_loader is not None:
+            scores = evaluate(model, val_loader, loss_fn, device)
+            record["val_loss"], record["val_acc"] = scores["loss"], scores["acc"]
+        record["seconds"] = time.perf_counter() - start
+        history.records.append(record)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith(("loss", "acc")) and v is not None})
+    bar.close()
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device | str | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted class indices and true labels over ``loader``, both (N,) on the CPU."""
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    for X, y in loader:
+        preds.append(model(X.to(device)).argmax(dim=1).cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(preds), torch.cat(labels)
