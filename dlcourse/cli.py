@@ -1,0 +1,186 @@
+"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check`` and ``grade``.
+
+Every sub-command prints what it did; a problem ends with a message saying what to do and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "matplotlib", "jupyterlab", "ipywidgets", "jupytext",
+            "nbclient", "nbval", "nbgrader")
+
+
+def course_root(start: Path | None = None) -> Path:
+    """The course folder: the nearest folder (from ``start``, default the current one) holding notebooks/ and
+    solutions/, else the folder this package was installed from."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "notebooks").is_dir() and (folder / "solutions").is_dir():
+            return folder
+    return Path(__file__).resolve().parents[1]
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from .config import environment_report
+
+    print(environment_report())
+    for name in PACKAGES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        print(f"  {name:<13} {version}")
+    return 0
+
+
+def lab_command(root: Path, port: int, open_browser: bool) -> list[str]:
+    """The JupyterLab command line ``make lab`` runs (tests start the same one)."""
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}", f"--port={port}",
+               "--ServerApp.port_retries=0", "--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb"]
+    if not open_browser:
+        command.append("--no-browser")
+    return command
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from .grading.build import sync
+
+    root = course_root()
+    report = sync(root, missing_only=True)
+    for path in report.written:
+        print(f"generated {_rel(path, root)}")
+    command = lab_command(root, args.port, not args.no_browser)
+    print("starting JupyterLab:", " ".join(command[1:]))
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .grading.build import sync
+
+    root = course_root()
+    report = sync(root, check=args.check, missing_only=args.missing, force=args.force)
+    if args.check:
+        for path in report.differing:
+            print(f"out of date: {_rel(path, root)}")
+        for path in report.stale:
+            print(f"stale (no source): {_rel(path, root)}")
+        if not report.clean:
+            print("Generated files differ from their sources: run `dlcourse sync` (or `make sync`) and commit.")
+            return 1
+        print("notebooks and labs are in sync with their sources")
+        return 0
+    for path in report.written:
+        print(f"wrote {_rel(path, root)}")
+    for path in report.stale:
+        print(f"warning: {_rel(path, root)} has no source; delete it if it is not yours")
+    for path in report.kept:
+        print(f"kept {_rel(path, root)}: it holds your work (outputs or edited answers). Move it elsewhere to get "
+              "the new version, or run `dlcourse sync --force` to overwrite it.")
+    if not report.written:
+        print("nothing to do: every generated file is up to date")
+    return 1 if report.kept else 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from .grading.lint import lint_paths
+
+    problems = lint_paths(args.paths or [course_root() / "solutions"])
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s): fix the lab source(s) above.")
+        return 1
+    print("lab metadata OK")
+    return 0
+
+
+def _print_result(result, title: str) -> None:
+    print(title)
+    width = max([len(c.grade_id) for c in result.cells] + [8])
+    for c in result.cells:
+        line = f"  {c.status:<14} {c.grade_id:<{width}} {c.points:g}/{c.max_points:g}"
+        print(line + (f"   {c.message}" if c.message and c.status != "passed" else ""))
+    print(f"  total: {result.total:g}/{result.max_points:g}   ({result.status})")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .grading.autograde import check
+
+    path = Path(args.notebook)
+    if not path.exists():
+        print(f"error: {path} does not exist")
+        return 2
+    result = check(path, timeout=args.timeout)
+    _print_result(result, f"Self-check of {path.name} (visible tests only; the final grade also runs hidden tests)")
+    return 0 if result.cells and all(c.status == "passed" for c in result.cells) else 1
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from .grading.autograde import grade_folder
+
+    results = grade_folder(args.lab, args.submissions, args.out, timeout=args.timeout)
+    for r in results:
+        print(f"  {r.student:<24} {r.total:g}/{r.max_points:g}   {r.status}")
+    print(f"graded {len(results)} submission(s); gradebook: {Path(args.out) / 'grades.csv'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlcourse", description="Tools for the dlcourse notebooks and labs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("env", help="print the environment report").set_defaults(func=cmd_env)
+
+    p = sub.add_parser("lab", help="generate missing notebooks and open the course in JupyterLab")
+    p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("sync", help="regenerate every .ipynb from its .py, and labs/ from solutions/")
+    p.add_argument("--check", action="store_true", help="write nothing; fail if anything is out of date")
+    p.add_argument("--missing", action="store_true", help="only write files that do not exist yet")
+    p.add_argument("--force", action="store_true", help="overwrite labs even when they hold a learner's work")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("lint", help="check the nbgrader metadata of lab sources")
+    p.add_argument("paths", nargs="*", help="lab sources or folders (default: solutions/)")
+    p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser("check", help="self-check a lab notebook against its visible tests")
+    p.add_argument("notebook")
+    p.add_argument("--timeout", type=int, default=300, help="seconds allowed per cell")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("grade", help="autograde a folder of submissions into OUT/grades.csv")
+    p.add_argument("lab", help="the lab's solution source, e.g. solutions/lab01_training_loop.py")
+    p.add_argument("submissions", help="folder with one sub-folder per student")
+    p.add_argument("--out", required=True, help="output folder for grades.csv")
+    p.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell")
+    p.set_defaults(func=cmd_grade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
