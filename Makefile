@@ -6,6 +6,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8888
+# CI runs at smoke scale; the GPU workflow passes TEST_SCALE=full.
+TEST_SCALE   ?= smoke
+CELL_TIMEOUT ?= 300
+# One torch thread per pytest worker (and per notebook kernel it starts): 2 workers on 2 cores, no oversubscription.
+TEST_THREADS ?= 1
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -50,8 +55,8 @@ test: $(VENV)/.installed-test
 	$(BIN)/dlcourse env
 	$(BIN)/dlcourse sync --check
 	$(BIN)/dlcourse lint solutions
-	DLCOURSE_SCALE=smoke MPLBACKEND=Agg $(BIN)/python -m pytest -n auto --dist loadscope \
-		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=300 \
+	DLCOURSE_SCALE=$(TEST_SCALE) MPLBACKEND=Agg OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n auto --dist loadscope \
+		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT) \
 		tests notebooks solutions
 
 grade: $(VENV)/.installed-lab

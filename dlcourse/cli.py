@@ -51,6 +51,8 @@ def lab_command(root: Path, port: int, open_browser: bool) -> list[str]:
                "--ServerApp.port_retries=0", "--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb"]
     if not open_browser:
         command.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # containers and CI machines often run as root
     return command
 
 

@@ -113,16 +113,18 @@ def make_shapes(n: int, *, seed: int | tuple[int, ...] = 0, image_size: int = 32
     fg[np.arange(n), rng.integers(0, 3, size=n)] = rng.uniform(0.85, 1.0, size=n)  # at least one strong channel
     bg = rng.uniform(0.0, 0.3, size=(n, 3))
 
-    grid = np.arange(s, dtype=np.float32) + 0.5
-    dx = (grid[None, None, :] - cx[:, None, None]) / radius[:, None, None]  # (n, 1, s)
-    dy = (grid[None, :, None] - cy[:, None, None]) / radius[:, None, None]  # (n, s, 1)
-    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-    u = (cos * dx + sin * dy).astype(np.float32)                      # (n, s, s) rotated coordinates
-    v = (-sin * dx + cos * dy).astype(np.float32)
+    f32 = np.float32
+    grid = np.arange(s, dtype=f32) + f32(0.5)
+    inv_r = (1.0 / radius).astype(f32)[:, None, None]
+    dx = (grid[None, None, :] - cx.astype(f32)[:, None, None]) * inv_r  # (n, 1, s)
+    dy = (grid[None, :, None] - cy.astype(f32)[:, None, None]) * inv_r  # (n, s, 1)
+    cos, sin = np.cos(angle).astype(f32)[:, None, None], np.sin(angle).astype(f32)[:, None, None]
+    u = cos * dx + sin * dy                                           # (n, s, s) rotated coordinates
+    v = cos * dy - sin * dx
     mask = _shape_masks(label, u, v)[:, None]                         # (n, 1, s, s)
 
-    img = np.where(mask, fg[:, :, None, None], bg[:, :, None, None]).astype(np.float32)  # (n, 3, s, s)
-    img += rng.normal(0.0, noise, size=img.shape).astype(np.float32)
+    img = np.where(mask, fg.astype(f32)[:, :, None, None], bg.astype(f32)[:, :, None, None])  # (n, 3, s, s)
+    img += rng.standard_normal(size=img.shape, dtype=f32) * f32(noise)
     np.clip(img, 0.0, 1.0, out=img)
     return torch.from_numpy(img), torch.from_numpy(label.astype(np.int64))
 

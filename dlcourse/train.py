@@ -52,28 +52,45 @@ def _is_classification(y_hat: torch.Tensor, y: torch.Tensor) -> bool:
 
 
 class _Tally:
-    """Sums loss and correct predictions on the device, so the loop never waits for a ``.item()`` per batch."""
+    """Sums loss and correct predictions over an epoch without slowing the loop down.
 
-    def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+    Per batch it only keeps references (the detached loss, scores and labels); every ``flush_every`` batches it
+    reduces them with a handful of tensor operations, on the device. Values are read back once, in :meth:`result`.
+    """
+
+    def __init__(self, flush_every: int = 32) -> None:
+        self.flush_every = flush_every
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (loss (), y_hat (B, C), y (B,))
+        self.loss_sum: torch.Tensor | float = 0.0   # sum over examples of the per-example loss
+        self.correct: torch.Tensor | int = 0
         self.count = 0
         self.classification = True
 
-    @torch.no_grad()
     def add(self, loss: torch.Tensor, y_hat: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss += loss.detach() * len(y)  # loss_fn returns a batch mean
         self.classification = self.classification and _is_classification(y_hat, y)
-        if self.classification:
-            self.correct += (y_hat.argmax(dim=1) == y).sum()
+        self.pending.append((loss.detach(), y_hat.detach(), y))
         self.count += len(y)
+        if len(self.pending) >= self.flush_every:
+            self._flush()
+
+    @torch.no_grad()
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        losses, scores, labels = zip(*self.pending)
+        sizes = torch.tensor([len(t) for t in labels], dtype=torch.float64, device=losses[0].device)
+        self.loss_sum = self.loss_sum + torch.stack(losses).double() @ sizes  # loss_fn returns batch means
+        if self.classification:
+            self.correct = self.correct + (torch.cat(scores).argmax(dim=1) == torch.cat(labels)).sum()
+        self.pending = []
 
     def result(self) -> tuple[float, float | None]:
-        """(mean loss, accuracy or None); reads the device once."""
+        """(mean loss over examples, accuracy or None); the only place that reads values back from the device."""
         if self.count == 0:
             raise ValueError("no batches were seen: is the loader empty?")
-        acc = self.correct.item() / self.count if self.classification else None
-        return self.loss.item() / self.count, acc
+        self._flush()
+        acc = float(self.correct) / self.count if self.classification else None
+        return float(self.loss_sum) / self.count, acc
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -91,12 +108,14 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: LossFn = F.cross_ent
     device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()
-    tally = _Tally(device)
-    for X, y in loader:
-        X, y = X.to(device), y.to(device)
-        y_hat = model(X)
-        tally.add(loss_fn(y_hat, y), y_hat, y)
-    model.train(was_training)
+    tally = _Tally()
+    try:
+        for X, y in loader:
+            X, y = X.to(device), y.to(device)
+            y_hat = model(X)
+            tally.add(loss_fn(y_hat, y), y_hat, y)
+    finally:
+        model.train(was_training)
     loss, acc = tally.result()
     return {"loss": loss, "acc": acc}
 
@@ -118,41 +137,46 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
     device = torch.device(device) if device is not None else _model_device(model)
     history = History()
     bar = tqdm(total=num_epochs * len(train_loader), desc="fit", unit="batch", disable=not progress)
-    for epoch in range(1, num_epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        tally = _Tally(device)
-        for X, y in train_loader:
-            X, y = X.to(device), y.to(device)
-            y_hat = model(X)
-            loss = loss_fn(y_hat, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None and scheduler_step == "batch":
-                scheduler.step()
-            tally.add(loss, y_hat, y)
-            bar.update()
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None and scheduler_step == "epoch":
-            scheduler.step()
-        train_loss, train_acc = tally.result()
-        record: dict[str, float | None] = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": None,
-            "val_acc": None,
-            "lr": lr,
-        }
-        if val_loader is not None:
-            scores = evaluate(model, val_loader, loss_fn, device)
-            record["val_loss"], record["val_acc"] = scores["loss"], scores["acc"]
-        record["seconds"] = time.perf_counter() - start
-        history.records.append(record)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith(("loss", "acc")) and v is not None})
-    bar.close()
+    try:
+        for epoch in range(1, num_epochs + 1):
+            history.records.append(_train_epoch(model, optimizer, train_loader, val_loader, loss_fn, scheduler,
+                                                scheduler_step, device, epoch, bar))
+            bar.set_postfix({k: f"{v:.3f}" for k, v in history.last.items()
+                             if k.endswith(("loss", "acc")) and v is not None})
+    finally:
+        bar.close()
     return history
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
+                 val_loader: DataLoader | None, loss_fn: LossFn, scheduler, scheduler_step: str,
+                 device: torch.device, epoch: int, bar) -> dict[str, float | None]:
+    """One pass over ``train_loader`` (then ``val_loader``); returns the epoch's History record."""
+    start = time.perf_counter()
+    model.train()
+    lr = optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
+    tally = _Tally()
+    for X, y in train_loader:
+        X, y = X.to(device), y.to(device)
+        y_hat = model(X)
+        loss = loss_fn(y_hat, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None and scheduler_step == "batch":
+            scheduler.step()
+        tally.add(loss, y_hat, y)
+        bar.update()
+    if scheduler is not None and scheduler_step == "epoch":
+        scheduler.step()
+    train_loss, train_acc = tally.result()
+    record: dict[str, float | None] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                                       "val_loss": None, "val_acc": None, "lr": lr}
+    if val_loader is not None:
+        scores = evaluate(model, val_loader, loss_fn, device)
+        record["val_loss"], record["val_acc"] = scores["loss"], scores["acc"]
+    record["seconds"] = time.perf_counter() - start
+    return record
 
 
 @torch.no_grad()
@@ -163,8 +187,12 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str | N
     was_training = model.training
     model.eval()
     preds, labels = [], []
-    for X, y in loader:
-        preds.append(model(X.to(device)).argmax(dim=1).cpu())
-        labels.append(y)
-    model.train(was_training)
+    try:
+        for X, y in loader:
+            preds.append(model(X.to(device)).argmax(dim=1).cpu())
+            labels.append(y)
+    finally:
+        model.train(was_training)
+    if not preds:
+        raise ValueError("no batches were seen: is the loader empty?")
     return torch.cat(preds), torch.cat(labels)

@@ -64,9 +64,9 @@ def image_grid(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | None
             continue
         img = images[i]
         if img.shape[0] == 1:
-            ax.imshow(img[0], cmap="gray")
+            ax.imshow(img[0].numpy(), cmap="gray")
         else:
-            ax.imshow(img.permute(1, 2, 0).clamp(0, 1))
+            ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
         if labels is not None and preds is not None:
             right = int(preds[i]) == int(labels[i])
             ax.set_title(f"{name(preds[i])} ({name(labels[i])})", fontsize=8, color="black" if right else "red")

@@ -2,6 +2,8 @@
 
 import copy
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -146,3 +148,17 @@ def test_check_without_a_course_says_where_it_looked(tmp_path):
     path.write_text("{}")
     with pytest.raises(FileNotFoundError, match="solutions/lab42_"):
         autograde.lab_source_for(path, root=tmp_path)
+
+
+def test_cli_grade_writes_the_gradebook_and_check_reports(tmp_path):
+    lab = build.make_lab(build.read_notebook(TINY))
+    (tmp_path / "subs" / "ada").mkdir(parents=True)
+    (tmp_path / "subs" / "ada" / "lab99_tiny.ipynb").write_text(build.notebook_text(lab))
+    dlcourse = str(Path(sys.executable).parent / "dlcourse")
+    run = subprocess.run([dlcourse, "grade", str(TINY), str(tmp_path / "subs"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out" / "grades.csv").read_text().splitlines()[1] == "ada,0,0,0,5,graded"
+    missing = subprocess.run([dlcourse, "grade", str(TINY), str(tmp_path / "nowhere"), "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

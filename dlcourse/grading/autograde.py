@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +120,8 @@ def execute(nb: NotebookNode, *, timeout: int = 120, cwd: Path | str | None = No
         client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name(), allow_errors=True,
                                 resources={"metadata": {"path": str(cwd or tmp)}})
         try:
-            client.execute(env={**os.environ, **GRADING_ENV})
+            # the kernel's own stderr (start-up chatter) is not the student's output; errors arrive as cell outputs
+            client.execute(env={**os.environ, **GRADING_ENV}, stderr=subprocess.DEVNULL)
         except CellTimeoutError:
             return nb, f"timeout: a cell ran longer than {timeout} s"
         except DeadKernelError:

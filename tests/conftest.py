@@ -1,0 +1,3 @@
+import matplotlib
+
+matplotlib.use("Agg")  # headless: tests never open a window (same as MPLBACKEND=Agg)

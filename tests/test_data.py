@@ -1,0 +1,268 @@
+"""Tests for dlcourse.data: digits splits, the procedural shapes set, loaders, and shapes' learnability."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from dlcourse import data
+from dlcourse.data import DIGIT_CLASSES, SHAPE_CLASSES, Splits
+
+N_DIGITS = 1797
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and two xdist workers on 2 cores must not oversubscribe them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digit_splits() -> Splits:
+    return data.digits(seed=0)
+
+
+def _tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
+    return split.tensors  # TensorDataset: (X, y)
+
+
+def _rows(X: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in X.reshape(len(X), -1)}
+
+
+# --- digits -------------------------------------------------------------------------------------------------
+
+def test_digits_split_sizes_add_up(digit_splits):
+    sizes = [len(digit_splits.train), len(digit_splits.val), len(digit_splits.test)]
+    assert sum(sizes) == N_DIGITS
+    assert sizes == [N_DIGITS - 2 * 270, 270, 270]  # round(0.15 * 1797) = 270
+
+
+def test_digits_custom_fractions():
+    s = data.digits(seed=0, val_fraction=0.2, test_fraction=0.1)
+    assert (len(s.train), len(s.val), len(s.test)) == (1797 - 359 - 180, 359, 180)
+
+
+def test_digits_fractions_leaving_no_training_data_raise():
+    with pytest.raises(ValueError, match="no training data"):
+        data.digits(val_fraction=0.6, test_fraction=0.4)
+
+
+def test_digits_splits_are_disjoint_and_cover_the_dataset(digit_splits):
+    parts = [_rows(_tensors(split)[0]) for split in (digit_splits.train, digit_splits.val, digit_splits.test)]
+    assert [len(p) for p in parts] == [len(digit_splits.train), len(digit_splits.val), len(digit_splits.test)]
+    assert not parts[0] & parts[1]
+    assert not parts[0] & parts[2]
+    assert not parts[1] & parts[2]
+    assert len(parts[0] | parts[1] | parts[2]) == N_DIGITS  # the 1797 images are all different
+
+
+def test_digits_same_seed_identical_splits(digit_splits):
+    again = data.digits(seed=0)
+    ours = (digit_splits.train, digit_splits.val, digit_splits.test)
+    for a, b in zip(ours, (again.train, again.val, again.test)):
+        assert torch.equal(a.tensors[0], b.tensors[0])
+        assert torch.equal(a.tensors[1], b.tensors[1])
+
+
+def test_digits_different_seed_different_splits(digit_splits):
+    other = data.digits(seed=1)
+    assert _rows(other.test.tensors[0]) != _rows(digit_splits.test.tensors[0])
+    assert not torch.equal(other.train.tensors[1], digit_splits.train.tensors[1])
+
+
+def test_digits_values_shapes_and_dtypes(digit_splits):
+    for split in (digit_splits.train, digit_splits.val, digit_splits.test):
+        X, y = _tensors(split)
+        assert X.shape == (len(split), 1, 8, 8)
+        assert X.dtype == torch.float32
+        assert y.shape == (len(split),)
+        assert y.dtype == torch.int64
+        assert X.min() >= 0.0 and X.max() <= 1.0
+        assert set(y.tolist()) == set(range(10))
+    X = torch.cat([digit_splits.train.tensors[0], digit_splits.val.tensors[0], digit_splits.test.tensors[0]])
+    assert X.min() == 0.0 and X.max() == 1.0  # scaled by 16, the raw maximum
+    assert digit_splits.classes == DIGIT_CLASSES == tuple("0123456789")
+
+
+def test_digits_flatten_gives_same_data_as_rows(digit_splits):
+    flat = data.digits(seed=0, flatten=True)
+    X, y = flat.train.tensors
+    assert X.shape == (len(flat.train), 64)
+    assert X.dtype == torch.float32
+    assert torch.equal(X, digit_splits.train.tensors[0].reshape(-1, 64))
+    assert torch.equal(y, digit_splits.train.tensors[1])
+
+
+def test_splits_repr(digit_splits):
+    assert repr(digit_splits) == "Splits(train=1257, val=270, test=270, classes=10)"
+
+
+# --- shapes -------------------------------------------------------------------------------------------------
+
+def test_shape_classes():
+    assert len(SHAPE_CLASSES) >= 6
+    assert len(set(SHAPE_CLASSES)) == len(SHAPE_CLASSES)
+
+
+def test_make_shapes_10000_shapes_dtype_range_and_balance():
+    """Vectorised, so 10000 images take seconds at most; speed is for benchmarks, never asserted here."""
+    X, y = data.make_shapes(10000, seed=0)
+    assert X.shape == (10000, 3, 32, 32)
+    assert X.dtype == torch.float32
+    assert y.shape == (10000,)
+    assert y.dtype == torch.int64
+    assert X.min() >= 0.0 and X.max() <= 1.0
+    assert y.min() >= 0 and y.max() < len(SHAPE_CLASSES)
+    counts = torch.bincount(y, minlength=len(SHAPE_CLASSES))
+    expected = len(y) / len(SHAPE_CLASSES)
+    assert len(counts) == len(SHAPE_CLASSES)
+    assert counts.min() >= 0.9 * expected, counts  # multinomial spread is about 0.02 * expected
+    assert counts.max() <= 1.1 * expected, counts
+
+
+def _deviation_from_median(X: torch.Tensor) -> torch.Tensor:
+    """(n, H*W): per pixel, sum over channels of |pixel - that image's per-channel median|."""
+    median = X.flatten(2).median(dim=2).values  # (n, 3)
+    return (X - median[:, :, None, None]).abs().sum(dim=1).flatten(1)
+
+
+def test_every_image_has_a_visible_shape():
+    X, y = data.make_shapes(3000, seed=1)
+    dev = _deviation_from_median(X)
+    # Foreground and background differ by at least 0.55 in one channel; the noise alone (sigma 0.06) stays
+    # near 0.5 at its most extreme pixel (checked on the control below).
+    assert dev.max(dim=1).values.min() > 0.7
+    strong = (dev > 0.5).sum(dim=1)  # (n,) pixels that clearly stand out
+    for k, name in enumerate(SHAPE_CLASSES):
+        assert strong[y == k].min() >= 30, f"some {name} images have almost no visible shape"
+    # The check can fail: a background with the same noise and no shape has (almost) no such pixels.
+    g = torch.Generator().manual_seed(0)
+    blank = (torch.rand(500, 3, 1, 1, generator=g) * 0.3 + 0.06 * torch.randn(500, 3, 32, 32, generator=g))
+    blank_strong = (_deviation_from_median(blank.clamp(0, 1)) > 0.5).sum(dim=1)
+    assert blank_strong.max() < 5
+
+
+def test_make_shapes_deterministic_by_seed():
+    X1, y1 = data.make_shapes(64, seed=3)
+    X2, y2 = data.make_shapes(64, seed=3)
+    X3, y3 = data.make_shapes(64, seed=4)
+    assert torch.equal(X1, X2) and torch.equal(y1, y2)
+    assert not torch.equal(X1, X3)
+    assert not torch.equal(y1, y3)
+
+
+def test_make_shapes_image_size():
+    X, y = data.make_shapes(5, seed=0, image_size=16)
+    assert X.shape == (5, 3, 16, 16)
+    assert y.shape == (5,)
+
+
+def test_shapes_splits_sizes_classes_and_determinism():
+    s = data.shapes(50, 20, 30, seed=0)
+    assert (len(s.train), len(s.val), len(s.test)) == (50, 20, 30)
+    assert s.classes == SHAPE_CLASSES
+    for split in (s.train, s.val, s.test):
+        X, y = split.tensors
+        assert X.shape[1:] == (3, 32, 32) and X.dtype == torch.float32 and y.dtype == torch.int64
+    again = data.shapes(50, 20, 30, seed=0)
+    other = data.shapes(50, 20, 30, seed=1)
+    assert torch.equal(s.train.tensors[0], again.train.tensors[0])
+    assert torch.equal(s.test.tensors[1], again.test.tensors[1])
+    assert not torch.equal(s.train.tensors[0], other.train.tensors[0])
+
+
+def test_shapes_train_val_test_drawn_differently():
+    s = data.shapes(40, 40, 40, seed=0)
+    Xs = [split.tensors[0] for split in (s.train, s.val, s.test)]
+    rows = [_rows(X) for X in Xs]
+    assert not rows[0] & rows[1]
+    assert not rows[0] & rows[2]
+    assert not rows[1] & rows[2]
+    # ...and the split is the same draw as make_shapes with seed (seed, k), so sizes don't change other splits
+    assert torch.equal(s.val.tensors[0], data.make_shapes(40, seed=(0, 1))[0])
+    assert torch.equal(data.shapes(10, 40, 5, seed=0).val.tensors[0], Xs[1])
+
+
+# --- loaders ------------------------------------------------------------------------------------------------
+
+def _index_splits(n_train: int = 100, n_val: int = 37, n_test: int = 23) -> Splits:
+    """Splits whose labels are the example's index, so a loader's order can be read off its labels."""
+    def part(n: int, start: int) -> TensorDataset:
+        idx = torch.arange(start, start + n)
+        return TensorDataset(idx.float()[:, None], idx)
+    return Splits(part(n_train, 0), part(n_val, 1000), part(n_test, 2000), ("a", "b"))
+
+
+def _order(loader) -> list[int]:
+    return [int(i) for _, y in loader for i in y]
+
+
+def test_loaders_batch_sizes():
+    train, val, test = _index_splits().loaders(batch_size=16, seed=0)
+    assert [len(y) for _, y in train] == [16] * 6 + [4]
+    assert [len(y) for _, y in val] == [16, 16, 5]
+    assert [len(y) for _, y in test] == [16, 7]
+    assert train.batch_size == val.batch_size == test.batch_size == 16
+
+
+def test_loaders_val_and_test_in_order():
+    _, val, test = _index_splits().loaders(batch_size=16, seed=0)
+    assert _order(val) == list(range(1000, 1037))
+    assert _order(test) == list(range(2000, 2023))
+    assert _order(val) == list(range(1000, 1037))  # and the same on every pass
+
+
+def test_train_loader_shuffled_reproducibly():
+    splits = _index_splits()
+    first = splits.loaders(batch_size=16, seed=0)[0]
+    epoch1, epoch2 = _order(first), _order(first)
+    assert sorted(epoch1) == sorted(epoch2) == list(range(100))  # a permutation each epoch
+    assert epoch1 != list(range(100))  # shuffled
+    assert epoch1 != epoch2  # a new order every epoch
+    again = splits.loaders(batch_size=16, seed=0)[0]
+    assert _order(again) == epoch1 and _order(again) == epoch2  # a new loader with the same seed repeats both
+    other = splits.loaders(batch_size=16, seed=1)[0]
+    assert _order(other) != epoch1
+
+
+def test_digit_loaders_batches(digit_splits):
+    train, val, test = digit_splits.loaders(batch_size=100, seed=0)
+    X, y = next(iter(train))
+    assert X.shape == (100, 1, 8, 8) and y.shape == (100,)
+    assert len(train) == 13 and len(val) == 3 and len(test) == 3  # 1257, 270, 270 examples
+    assert sum(len(y) for _, y in train) == 1257
+    X_val = torch.cat([X for X, _ in val])
+    assert torch.equal(X_val, digit_splits.val.tensors[0])
+
+
+# --- learnability -------------------------------------------------------------------------------------------
+
+def test_shapes_are_learnable_by_a_tiny_cnn(one_thread):
+    """A 1.9k-parameter CNN, a few epochs on 600 images: validation accuracy well above chance (1/6)."""
+    torch.manual_seed(0)
+    s = data.shapes(600, 300, 0, seed=0)
+    X_val, y_val = s.val.tensors
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=2, padding=2), nn.ReLU(),      # (N, 8, 16, 16)
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),     # (N, 16, 8, 8)
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(16, len(SHAPE_CLASSES)),
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    train_loader = s.loaders(batch_size=32, seed=0)[0]
+    for _ in range(5):
+        for X, y in train_loader:
+            loss = F.cross_entropy(model(X), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        acc = (model(X_val).argmax(dim=1) == y_val).float().mean().item()
+    chance = 1 / len(SHAPE_CLASSES)
+    assert acc > 2 * chance, f"validation accuracy {acc:.3f} vs chance {chance:.3f}"

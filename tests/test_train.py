@@ -1,0 +1,376 @@
+"""Tests for dlcourse.train: fit's History, losses, accuracies, schedulers, determinism, evaluate, predict."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from dlcourse.train import History, evaluate, fit, predict
+
+KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and two xdist workers on 2 cores must not oversubscribe them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _blobs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linearly separable 3-class problem: X (n, 4) float32, y (n,) int64."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 4, generator=g)
+    W = torch.randn(4, 3, generator=g)
+    return X, (X @ W).argmax(dim=1)
+
+
+def _loaders(batch_size: int = 16, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    """Train: 100 examples in batches of 16 (the last of 4), shuffled by ``seed``; val: 60, in order."""
+    X, y = _blobs(160)
+    train, val = TensorDataset(X[:100], y[:100]), TensorDataset(X[100:], y[100:])
+    generator = torch.Generator().manual_seed(seed)
+    return (DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator),
+            DataLoader(val, batch_size=batch_size))
+
+
+def _mlp(seed: int = 0, dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
+
+
+class ModeSpy(nn.Module):
+    """Wraps a module and records ``self.training`` at every forward call."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return self.inner(x)
+
+
+# --- History ------------------------------------------------------------------------------------------------
+
+def test_history_has_one_record_per_epoch_with_all_keys():
+    train_loader, val_loader = _loaders()
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = fit(model, optimizer, train_loader, val_loader, num_epochs=4, progress=False)
+    assert isinstance(history, History)
+    assert len(history) == len(history.records) == 4
+    for record in history.records:
+        assert set(record) == KEYS
+        assert 0.0 <= record["train_acc"] <= 1.0 and 0.0 <= record["val_acc"] <= 1.0
+        assert record["train_loss"] > 0 and record["val_loss"] > 0
+        assert record["seconds"] > 0
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert history["lr"] == [0.1] * 4
+    assert history.last is history.records[-1]
+    assert repr(history).startswith("History(4 epochs, last={'epoch': 4")
+
+
+def test_history_without_val_loader_has_none_val_metrics():
+    train_loader, _ = _loaders()
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = fit(model, optimizer, train_loader, num_epochs=2, progress=False)
+    assert history["val_loss"] == [None, None]
+    assert history["val_acc"] == [None, None]
+    assert all(v is not None for v in history["train_acc"])
+
+
+def test_empty_history_repr():
+    assert repr(History()) == "History(empty)"
+    assert len(History()) == 0
+
+
+def test_loss_decreases_and_accuracy_rises():
+    train_loader, val_loader = _loaders()
+    model = _mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    history = fit(model, optimizer, train_loader, val_loader, num_epochs=8, progress=False)
+    assert history["train_loss"][-1] < 0.5 * history["train_loss"][0]
+    assert history["val_loss"][-1] < 0.5 * history["val_loss"][0]
+    assert history.last["train_acc"] > 0.9
+    assert history.last["val_acc"] > 0.9
+    assert history.last["val_acc"] > history.records[0]["val_acc"]
+
+
+def test_regression_has_no_accuracy():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 3, generator=g)
+    y = X @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3  # (64, 1) float targets
+    generator = torch.Generator().manual_seed(0)
+    loader = DataLoader(TensorDataset(X, y), batch_size=16, shuffle=True, generator=generator)
+    val = DataLoader(TensorDataset(X[:20], y[:20]), batch_size=8)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=0.05), loader, val, num_epochs=5,
+                  loss_fn=F.mse_loss, progress=False)
+    assert history["train_acc"] == [None] * 5
+    assert history["val_acc"] == [None] * 5
+    assert history["train_loss"][-1] < 0.2 * history["train_loss"][0]
+    assert evaluate(model, val, F.mse_loss)["acc"] is None
+
+
+def test_fit_train_loss_is_the_example_weighted_mean_of_batch_losses():
+    train_loader, _ = _loaders()
+    model = _mlp()
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = fit(model, optimizer, train_loader, num_epochs=1, progress=False)
+    # Replay the same epoch by hand (same loader order: a fresh generator with the same seed).
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    total, correct = 0.0, 0
+    for X, y in _loaders()[0]:
+        y_hat = reference(X)
+        loss = F.cross_entropy(y_hat, y)
+        total += loss.item() * len(y)
+        correct += int((y_hat.argmax(dim=1) == y).sum())
+        ref_opt.zero_grad()
+        loss.backward()
+        ref_opt.step()
+    assert history.last["train_loss"] == pytest.approx(total / 100, rel=1e-6)
+    assert history.last["train_acc"] == correct / 100
+
+
+# --- evaluate -----------------------------------------------------------------------------------------------
+
+def test_evaluate_regression_loss_is_exact_mean_over_examples():
+    """Integer errors and batches of 4, 4, 2: every sum is exact in float32, so the mean must be exact too."""
+    X = torch.tensor([[0.0], [1.0], [2.0], [3.0], [0.0], [0.0], [1.0], [4.0], [5.0], [5.0]])  # (10, 1)
+    y = torch.zeros(10, 1)
+    model = nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.zero_()  # y_hat = X, so the squared errors are X ** 2
+    loader = DataLoader(TensorDataset(X, y), batch_size=4)
+    result = evaluate(model, loader, F.mse_loss)
+    expected = (X ** 2).sum().item() / 10  # 81 / 10
+    mean_of_batch_means = (14 / 4 + 17 / 4 + 50 / 2) / 3  # the bug this test catches: 10.92, not 8.1
+    assert result == {"loss": expected, "acc": None}
+    assert expected == 8.1
+    assert abs(mean_of_batch_means - expected) > 1
+
+
+def test_evaluate_classification_matches_hand_computed_over_uneven_batches():
+    X, y = _blobs(30, seed=2)
+    torch.manual_seed(3)
+    model = nn.Linear(4, 3)
+    loader = DataLoader(TensorDataset(X, y), batch_size=7)  # 7, 7, 7, 7, 2
+    with torch.no_grad():
+        y_hat = model(X)
+    expected_loss = F.cross_entropy(y_hat, y, reduction="sum").item() / 30
+    n_correct = int((y_hat.argmax(dim=1) == y).sum())
+    result = evaluate(model, loader)
+    assert result["acc"] == n_correct / 30
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-6, abs=0)
+    # The data set makes a mean of per-batch means clearly wrong, so the checks above can tell them apart.
+    means = [F.cross_entropy(y_hat[i:i + 7], y[i:i + 7]).item() for i in range(0, 30, 7)]
+    accs = [(y_hat[i:i + 7].argmax(dim=1) == y[i:i + 7]).float().mean().item() for i in range(0, 30, 7)]
+    assert abs(sum(means) / len(means) - expected_loss) > 1e-3
+    assert abs(sum(accs) / len(accs) - n_correct / 30) > 1e-3
+
+
+@pytest.mark.parametrize("start_training", [True, False])
+def test_evaluate_uses_eval_mode_and_restores_mode(start_training):
+    spy = ModeSpy(nn.Linear(4, 3))
+    spy.train(start_training)
+    _, val_loader = _loaders()
+    evaluate(spy, val_loader)
+    assert spy.modes == [False] * len(val_loader)
+    assert spy.training is start_training
+    assert spy.inner.training is start_training
+
+
+def test_evaluate_does_not_track_gradients():
+    model = nn.Linear(4, 3)
+    _, val_loader = _loaders()
+    evaluate(model, val_loader)
+    assert all(p.grad is None for p in model.parameters())
+
+
+# --- schedulers ---------------------------------------------------------------------------------------------
+
+def test_scheduler_stepped_per_epoch():
+    train_loader, _ = _loaders()
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    history = fit(model, optimizer, train_loader, num_epochs=3, scheduler=scheduler, progress=False)
+    assert scheduler.last_epoch == 3
+    assert history["lr"] == pytest.approx([0.1, 0.05, 0.025])  # the lr each epoch trained with
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0125)
+
+
+def test_scheduler_stepped_per_batch():
+    train_loader, _ = _loaders()  # 7 batches per epoch
+    assert len(train_loader) == 7
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9)
+    history = fit(model, optimizer, train_loader, num_epochs=3, scheduler=scheduler, scheduler_step="batch",
+                  progress=False)
+    assert scheduler.last_epoch == 21
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.9 ** 21)
+    # What fit records today: the optimizer's lr once the epoch's batches are done: after 7, 14, 21 steps.
+    assert history["lr"] == pytest.approx([0.1, 0.1 * 0.9 ** 7, 0.1 * 0.9 ** 14])  # the rate each epoch starts with
+
+
+def test_scheduler_per_batch_with_one_cycle_runs_to_the_end():
+    train_loader, _ = _loaders()
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.5, epochs=2, steps_per_epoch=7)
+    fit(model, optimizer, train_loader, num_epochs=2, scheduler=scheduler, scheduler_step="batch",
+        progress=False)
+    assert scheduler.last_epoch == 14  # OneCycleLR raises if stepped more often than epochs * steps_per_epoch
+
+
+@pytest.mark.parametrize("step", ["step", "Epoch", "", None])
+def test_invalid_scheduler_step_raises(step):
+    train_loader, _ = _loaders()
+    model = _mlp()
+    before = copy.deepcopy(model.state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="scheduler_step"):
+        fit(model, optimizer, train_loader, scheduler_step=step, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing trained
+
+
+@pytest.mark.parametrize("num_epochs", [0, -1])
+def test_invalid_num_epochs_raises(num_epochs):
+    train_loader, _ = _loaders()
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="num_epochs"):
+        fit(model, optimizer, train_loader, num_epochs=num_epochs, progress=False)
+
+
+# --- determinism and equivalence with a hand-written loop ---------------------------------------------------
+
+def _fit_once(seed: int, *, with_val: bool = True) -> tuple[nn.Module, History]:
+    model = _mlp(seed, dropout=0.2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_loader, val_loader = _loaders(seed=seed)
+    torch.manual_seed(seed)  # dropout masks
+    history = fit(model, optimizer, train_loader, val_loader if with_val else None, num_epochs=3,
+                  progress=False)
+    return model, history
+
+
+def test_fit_is_deterministic_with_a_seed():
+    a, history_a = _fit_once(0)
+    b, history_b = _fit_once(0)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+    assert history_a["train_loss"] == history_b["train_loss"]
+    assert history_a["val_acc"] == history_b["val_acc"]
+    c, _ = _fit_once(1)
+    assert not torch.equal(a[0].weight, c[0].weight)
+
+
+@pytest.mark.parametrize("with_val", [False, True])
+def test_fit_equals_hand_written_loop(with_val):
+    fitted, history = _fit_once(0, with_val=with_val)
+
+    model = _mlp(0, dropout=0.2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_loader, val_loader = _loaders(seed=0)
+    torch.manual_seed(0)
+    for _ in range(3):
+        model.train()
+        for X, y in train_loader:
+            loss = F.cross_entropy(model(X), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if with_val:
+            # The hand loop validates too: iterating a DataLoader without a generator draws one number from
+            # the global RNG, which moves the next epoch's dropout masks, so both loops must do the same.
+            model.eval()
+            with torch.no_grad():
+                for X, y in val_loader:
+                    model(X)
+    for (name, p), q in zip(fitted.named_parameters(), model.parameters()):
+        assert torch.equal(p, q), name
+    assert len(history) == 3
+
+
+def test_fit_leaves_model_in_train_mode_and_validates_in_eval_mode():
+    spy = ModeSpy(nn.Linear(4, 3))
+    train_loader, val_loader = _loaders()
+    optimizer = torch.optim.SGD(spy.parameters(), lr=0.1)
+    fit(spy, optimizer, train_loader, val_loader, num_epochs=2, progress=False)
+    per_epoch = [True] * len(train_loader) + [False] * len(val_loader)
+    assert spy.modes == per_epoch * 2
+    assert spy.training
+
+
+def test_fit_accepts_device_string():
+    train_loader, _ = _loaders()
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = fit(model, optimizer, train_loader, device="cpu", progress=False)
+    assert len(history) == 1
+
+
+def test_progress_false_prints_nothing(capsys):
+    train_loader, _ = _loaders()
+    model = _mlp()
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), train_loader, num_epochs=2, progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+# --- predict ------------------------------------------------------------------------------------------------
+
+def test_predict_returns_flat_predictions_and_labels_in_order():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    model.train()
+    _, val_loader = _loaders()  # 60 examples in batches of 16, 16, 16, 12
+    preds, labels = predict(model, val_loader)
+    X, y = val_loader.dataset.tensors
+    assert preds.shape == (60,) and labels.shape == (60,)
+    assert preds.dtype == torch.int64
+    assert torch.equal(labels, y)
+    with torch.no_grad():
+        assert torch.equal(preds, model(X).argmax(dim=1))
+    assert preds.device.type == "cpu"
+    assert model.training
+
+
+# --- empty loaders ------------------------------------------------------------------------------------------
+
+def _empty_loader() -> DataLoader:
+    return DataLoader(TensorDataset(torch.empty(0, 4), torch.empty(0, dtype=torch.int64)), batch_size=8)
+
+
+def test_fit_on_empty_loader_raises_clear_error():
+    model = _mlp()
+    with pytest.raises(ValueError, match="no batches.*loader empty"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _empty_loader(), progress=False)
+
+
+def test_evaluate_on_empty_loader_raises_clear_error():
+    model = nn.Linear(4, 3)
+    model.train()
+    with pytest.raises(ValueError, match="no batches.*loader empty"):
+        evaluate(model, _empty_loader())
+    assert model.training  # mode restored before raising
+
+
+def test_predict_on_empty_loader_raises():
+    # Today: torch.cat's "expected a non-empty list of Tensors"; a message naming the loader would be clearer.
+    with pytest.raises(ValueError, match="empty"):
+        predict(nn.Linear(4, 3), _empty_loader())
