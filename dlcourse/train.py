@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: Called after every epoch with the History so far; returning True stops training (e.g. early stopping).
+Callback = Callable[["History"], "bool | None"]
 
 
 @dataclass
@@ -123,12 +125,14 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: LossFn = F.cross_ent
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
         val_loader: DataLoader | None = None, *, num_epochs: int = 1, loss_fn: LossFn = F.cross_entropy,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, scheduler_step: str = "epoch",
-        device: torch.device | str | None = None, progress: bool = True) -> History:
+        device: torch.device | str | None = None, progress: bool = True, callbacks: Sequence[Callback] = ()
+        ) -> History:
     """Train ``model`` for ``num_epochs`` and return its :class:`History`.
 
     ``scheduler`` is stepped once per epoch (``scheduler_step="epoch"``) or once per batch (``"batch"``, e.g. for
     OneCycleLR). Batches are moved to ``device`` (default: where the model's parameters are). The progress bar shows
-    one bar for the whole run with the latest epoch's metrics; ``progress=False`` hides it.
+    one bar for the whole run with the latest epoch's metrics; ``progress=False`` hides it. Each callback is called
+    after every epoch with the history so far; if any returns True, training stops after that epoch.
     """
     if scheduler_step not in ("epoch", "batch"):
         raise ValueError(f"scheduler_step must be 'epoch' or 'batch', not {scheduler_step!r}")
@@ -143,6 +147,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
                                                 scheduler_step, device, epoch, bar))
             bar.set_postfix({k: f"{v:.3f}" for k, v in history.last.items()
                              if k.endswith(("loss", "acc")) and v is not None})
+            if any([bool(callback(history)) for callback in callbacks]):  # a list: every callback sees every epoch
+                break
     finally:
         bar.close()
     return history

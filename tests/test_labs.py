@@ -2,6 +2,7 @@
 wrong answers score exactly in between. Runs the real grader (a fresh kernel per submission, smoke scale)."""
 
 import copy
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,25 +12,21 @@ from dlcourse.grading import cells as C
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("lab*.py"))
+MISTAKES_DIR = Path(__file__).parent / "lab_mistakes"
 
-# Plausible mistakes per lab: {answer grade_id: wrong source}, and the exact total each submission must score.
-WRONG = {
-    "lab01_training_loop": [
-        ({"softmax-answer": "def softmax(logits):\n    exp = logits.exp()  # overflows for large logits\n"
-                            "    return exp / exp.sum(dim=1, keepdim=True)",
-          "accuracy-answer": "def accuracy(y_hat, y):\n    return 100 * (y_hat.argmax(1) == y).float().mean().item()"},
-         7),
-        ({"train-loop-answer": "def train_loop(model, train_loader, num_epochs, lr):\n"
-                               "    optimizer = torch.optim.SGD(model.parameters(), lr=lr)\n"
-                               "    for epoch in range(num_epochs):\n"
-                               "        for X, y in train_loader:\n"
-                               "            loss = F.cross_entropy(model(X), y)\n"
-                               "            loss.backward()  # forgot optimizer.zero_grad()\n"
-                               "            optimizer.step()\n"
-                               "    return model"},
-         8),
-    ],
-}
+
+def _mistakes(stem: str) -> list:
+    """The plausible wrong submissions kept in tests/lab_mistakes/<lab>.py (``MISTAKES``), or [] when none."""
+    path = MISTAKES_DIR / f"{stem}.py"
+    if not path.exists():
+        return []
+    spec = importlib.util.spec_from_file_location(f"lab_mistakes_{stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MISTAKES
+
+
+WRONG = {source.stem: _mistakes(source.stem) for source in SOLUTIONS}
 
 
 def _answered(solution, overrides=None):

@@ -374,3 +374,22 @@ def test_predict_on_empty_loader_raises():
     # Today: torch.cat's "expected a non-empty list of Tensors"; a message naming the loader would be clearer.
     with pytest.raises(ValueError, match="empty"):
         predict(nn.Linear(4, 3), _empty_loader())
+
+
+def test_callbacks_see_every_epoch_and_can_stop_training():
+    torch.manual_seed(0)
+    X, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    loader = DataLoader(TensorDataset(X, y), batch_size=10)
+    model = nn.Linear(3, 2)
+    seen_a, seen_b = [], []
+
+    def stop_after_two(history):
+        seen_a.append(len(history))
+        return len(history) >= 2
+
+    def watcher(history):
+        seen_b.append(history.last["epoch"])
+
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, num_epochs=5, progress=False,
+                  callbacks=[stop_after_two, watcher])
+    assert len(history) == 2 and seen_a == [1, 2] and seen_b == [1, 2]
