@@ -55,7 +55,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/dlcourse env
 	$(BIN)/dlcourse sync --check
 	$(BIN)/dlcourse lint solutions
-	DLCOURSE_SCALE=$(TEST_SCALE) MPLBACKEND=Agg OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n auto --dist loadscope \
+	DLCOURSE_SCALE=$(TEST_SCALE) OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n auto --dist loadscope \
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT) \
 		tests notebooks solutions
 

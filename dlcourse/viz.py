@@ -11,6 +11,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .train import History
 
@@ -33,6 +34,7 @@ def plot_history(history: History, title: str | None = None) -> Figure:
             if any(v is not None for v in values):
                 ax.plot(epochs, values, style, markersize=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy" if metric == "acc" else "loss")
         ax.grid(alpha=0.3)
         ax.legend()
