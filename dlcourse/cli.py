@@ -114,29 +114,43 @@ def _print_result(result, title: str) -> None:
     width = max([len(c.grade_id) for c in result.cells] + [8])
     for c in result.cells:
         line = f"  {c.status:<14} {c.grade_id:<{width}} {c.points:g}/{c.max_points:g}"
-        print(line + (f"   {c.message}" if c.message and c.status != "passed" else ""))
+        print(line + (f"   {c.message}" if c.message and c.status != "passed" and not c.checks else ""))
+        for k in c.checks:
+            if not k.passed or c.status != "passed":
+                print(f"      {'ok  ' if k.passed else 'FAIL'} {k.name}" + (f": {k.message}" if k.message else ""))
     print(f"  total: {result.total:g}/{result.max_points:g}   ({result.status})")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .grading.autograde import check
+    from .grading.kernel import Limits
 
     path = Path(args.notebook)
     if not path.exists():
         print(f"error: {path} does not exist")
         return 2
-    result = check(path, timeout=args.timeout)
+    result = check(path, limits=Limits(cell_timeout=args.timeout, submission_timeout=args.timeout * 10))
     _print_result(result, f"Self-check of {path.name} (visible tests only; the final grade also runs hidden tests)")
     return 0 if result.cells and all(c.status == "passed" for c in result.cells) else 1
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from .grading.autograde import grade_folder
+    from .grading.autograde import ReferenceError
+    from .grading.batch import grade_batch
+    from .grading.kernel import Limits
 
-    results = grade_folder(args.lab, args.submissions, args.out, timeout=args.timeout)
+    limits = Limits(cell_timeout=args.timeout, submission_timeout=args.submission_timeout,
+                    memory_mb=args.memory_mb or None)
+    try:
+        results = grade_batch(args.lab, args.submissions, args.out, workers=args.workers, hidden=args.hidden,
+                              pattern=args.pattern, limits=limits, force=args.force)
+    except ReferenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     for r in results:
         print(f"  {r.student:<24} {r.total:g}/{r.max_points:g}   {r.status}")
-    print(f"graded {len(results)} submission(s); gradebook: {Path(args.out) / 'grades.csv'}")
+    print(f"graded {len(results)} submission(s): {Path(args.out) / 'grades.csv'}, grades.json, feedback/, "
+          "grading.log")
     return 0
 
 
@@ -163,14 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="self-check a lab notebook against its visible tests")
     p.add_argument("notebook")
-    p.add_argument("--timeout", type=int, default=300, help="seconds allowed per cell")
+    p.add_argument("--timeout", type=float, default=300, help="seconds allowed per cell (default 300)")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("grade", help="autograde a folder of submissions into OUT/grades.csv")
+    p = sub.add_parser("grade", help="autograde a class's submissions into OUT (grades.csv, feedback/, ...)")
     p.add_argument("lab", help="the lab's solution source, e.g. solutions/lab01_training_loop.py")
-    p.add_argument("submissions", help="folder with one sub-folder per student")
-    p.add_argument("--out", required=True, help="output folder for grades.csv")
-    p.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell")
+    p.add_argument("submissions", help="a folder with one sub-folder per student, a flat folder (with --pattern), "
+                                       "or an LMS zip export (Canvas or Moodle)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: CPU cores)")
+    p.add_argument("--hidden", help="folder with private hidden tests (labNN_topic.py overriding test cells)")
+    p.add_argument("--pattern", help="regex with a (?P<student>...) group, for a flat folder of notebooks")
+    p.add_argument("--force", action="store_true", help="grade again students who already have a result")
+    p.add_argument("--timeout", type=float, default=120, help="seconds allowed per cell (default 120)")
+    p.add_argument("--submission-timeout", type=float, default=600,
+                   help="seconds allowed per submission in all (default 600)")
+    p.add_argument("--memory-mb", type=int, default=4096, help="memory cap per kernel in MiB (0: none)")
     p.set_defaults(func=cmd_grade)
     return parser
 

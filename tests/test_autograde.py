@@ -1,7 +1,8 @@
-"""The autograder on a tiny lab: restoring cells, scoring, statuses and the gradebook, one batch for speed."""
+"""Grading one notebook: assembly, stripping the answers out of test cells, hidden overlays, the reference run,
+the learner's self-check and the command line. The adversarial catalogue is in test_grading_adversarial.py."""
 
 import copy
-import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,11 @@ import pytest
 
 from dlcourse.grading import autograde, build
 from dlcourse.grading import cells as C
+from dlcourse.grading.batch import grade_batch
+from dlcourse.grading.kernel import Limits
 
 TINY = Path(__file__).parent / "fixtures" / "lab99_tiny.py"
+FAST = Limits(cell_timeout=60, submission_timeout=120, memory_mb=None)
 
 
 def _cell(nb, gid):
@@ -25,122 +29,66 @@ def _answer(nb, gid, source):
     return nb
 
 
-def _submissions():
-    """student -> notebook text (or raw text for broken files), with the exact total each must score (max 5)."""
+def test_strip_expected_removes_every_answer_and_keeps_the_rest():
+    source = ("check_close('a', f(x), expected=torch.softmax(x, 1), atol=1e-6)  # keep me\n"
+              "K.check_equal('b', g(),\n    expected={'k': [1,\n 2]}, weight=2)\n"
+              "check_true('c', h())\nother(expected=5)\nassert 'é' == 'é'; check_close('é', 1, expected=1)")
+    stripped = autograde.strip_expected(source)
+    assert stripped == ("check_close('a', f(x), expected=None, atol=1e-6)  # keep me\n"
+                        "K.check_equal('b', g(),\n    expected=None, weight=2)\n"
+                        "check_true('c', h())\nother(expected=5)\nassert 'é' == 'é'; check_close('é', 1, expected=None)")
+    assert autograde.strip_expected("this is not python (") == "this is not python ("
+
+
+def test_assemble_restores_structure_and_keeps_student_extras():
     solution = build.read_notebook(TINY)
     lab = build.make_lab(solution)
-    full = _answer(_answer(lab, "double-answer", "def double(x):\n    return 2 * x"),
-                   "square-answer", "def square(x):\n    return x * x")
-    subs = {}
-    subs["solution"] = (build.notebook_text(full), 5)
-    subs["blank"] = (build.notebook_text(lab), 0)
-    # passes the visible test, fails the hidden one: partial credit
-    subs["wrong-double"] = (build.notebook_text(_answer(full, "double-answer", "def double(x):\n    return x + 2")), 3)
-    # only one exercise done
-    subs["half"] = (build.notebook_text(_answer(lab, "square-answer", "def square(x):\n    return x ** 2")), 3)
-    # edits a test cell to do nothing: restored from the source, so the blank answer still scores 0 there
-    edited = _answer(lab, "double-tests", "pass")
-    subs["edited-test"] = (build.notebook_text(edited), 0)
-    # deletes a test cell: re-inserted
-    deleted = copy.deepcopy(full)
-    deleted.cells = [c for c in deleted.cells if C.grade_id(c) != "square-tests"]
-    subs["deleted-test"] = (build.notebook_text(deleted), 5)
-    # moves the answers below the tests: rebuilt in the source's order
-    moved = copy.deepcopy(full)
-    answers = [c for c in moved.cells if C.is_solution(c)]
-    moved.cells = [c for c in moved.cells if not C.is_solution(c)] + answers
-    subs["reordered"] = (build.notebook_text(moved), 5)
-    # forges a graded cell with many points, and adds a crashing cell of its own
-    forged = copy.deepcopy(lab)
-    fake = nbformat.v4.new_code_cell("assert True")
-    fake.metadata["nbgrader"] = {"grade": True, "grade_id": "bonus", "locked": True, "points": 100,
-                                 "schema_version": 3, "solution": False}
-    forged.cells.append(fake)
-    forged.cells.insert(3, nbformat.v4.new_code_cell("1 / 0"))
-    subs["forged"] = (build.notebook_text(_answer(forged, "square-answer", "def square(x):\n    return x * x")), 3)
-    subs["invalid-json"] = ("{ this is not json", 0)
-    subs["empty-file"] = ("", 0)
-    return subs
+    mine = _answer(lab, "double-answer", "def double(x):\n    return x + x")
+    mine.cells.insert(3, nbformat.v4.new_code_cell("print('my scratch work')"))
+    _cell(mine, "double-tests").source = "pass"
+    nb = autograde.assemble(solution, mine)
+    sources = [c.source for c in nb.cells]
+    assert sources[2] == "def double(x):\n    return x + x"
+    assert sources[3] == "print('my scratch work')"
+    assert _cell(nb, "double-tests").source == _cell(solution, "double-tests").source  # hidden tests are back
+    assert [C.grade_id(c) for c in nb.cells if C.grade_id(c)] == [C.grade_id(c) for c in solution.cells]
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("grading")
-    subs = root / "submissions"
-    expected = {}
-    for student, (text, total) in _submissions().items():
-        (subs / student).mkdir(parents=True)
-        (subs / student / "lab99_tiny.ipynb").write_text(text)
-        expected[student] = total
-    (subs / "no-notebook").mkdir()
-    (subs / "no-notebook" / "notes.txt").write_text("forgot to upload")
-    expected["no-notebook"] = 0
-    (subs / "two-notebooks").mkdir()
-    for name in ("lab99_tiny.ipynb", "lab99_tiny (1).ipynb"):
-        (subs / "two-notebooks" / name).write_text(_submissions()["solution"][0])
-    expected["two-notebooks"] = 0
-    results = autograde.grade_folder(TINY, subs, root / "out", timeout=60, progress=False)
-    return {r.student: r for r in results}, expected, root / "out"
+def test_hidden_overlay_replaces_public_test_cells(tmp_path):
+    public = tmp_path / "lab99_tiny.py"
+    text = TINY.read_text()
+    public.write_text(text.replace('check_close("square of a range"', 'pass  # check_close("square of a range"'))
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "lab99_tiny.py").write_text(text)
+    merged = autograde.load_source(public, hidden=private)
+    assert "square of a range" in _cell(merged, "square-tests").source
+    assert 'pass  # check_close' not in _cell(merged, "square-tests").source
+    with pytest.raises(FileNotFoundError, match="no hidden tests for lab99_tiny"):
+        autograde.load_source(public, hidden=tmp_path / "nowhere")
 
 
-def test_every_submission_gets_its_exact_score(graded):
-    results, expected, _ = graded
-    assert {s: r.total for s, r in results.items()} == expected
-    assert all(r.max_points == 5 for r in results.values())
+def test_reference_that_fails_here_stops_grading_with_the_reason(tmp_path):
+    broken = tmp_path / "lab99_tiny.py"
+    broken.write_text(TINY.read_text().replace("return x * x", "return x * x + 1"))
+    with pytest.raises(autograde.ReferenceError, match=r"square-tests: failed \(square of 3: values differ"):
+        autograde.run_reference(build.read_notebook(broken), FAST)
 
 
-def test_cell_verdicts_and_messages(graded):
-    results, _, _ = graded
-    assert [c.status for c in results["solution"].cells] == ["passed", "passed"]
-    assert [c.status for c in results["blank"].cells] == ["not attempted", "not attempted"]
-    double = results["wrong-double"].cells[0]
-    assert (double.status, double.message) == ("failed", "AssertionError: double(-3) should be -6")
-    assert [c.grade_id for c in results["forged"].cells] == ["double-tests", "square-tests"]
-
-
-def test_broken_submissions_get_a_clear_status(graded):
-    results, _, _ = graded
-    assert results["invalid-json"].status.startswith("invalid notebook")
-    assert results["empty-file"].status.startswith("invalid notebook")
-    assert results["no-notebook"].status.startswith("missing notebook")
-    assert results["two-notebooks"].status.startswith("ambiguous: 2 notebooks")
-    assert results["solution"].status == "graded"
-
-
-def test_gradebook_csv_has_one_row_per_student(graded):
-    results, expected, out = graded
-    with (out / "grades.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert [r["student"] for r in rows] == sorted(expected)
-    assert list(rows[0]) == ["student", "double-tests", "square-tests", "total", "max", "status"]
-    by_student = {r["student"]: r for r in rows}
-    assert by_student["wrong-double"]["double-tests"] == "0" and by_student["wrong-double"]["square-tests"] == "3"
-    assert {s: float(r["total"]) for s, r in by_student.items()} == expected
-
-
-def test_a_cell_that_never_finishes_costs_only_what_was_not_graded():
-    solution = build.read_notebook(TINY)
-    lab = build.make_lab(solution)
-    stuck = _answer(_answer(lab, "double-answer", "def double(x):\n    return 2 * x"),
-                    "square-answer", "import time\ntime.sleep(60)")
-    executed, stopped = autograde.execute(autograde.assemble(solution, stuck), timeout=3)
-    assert stopped.startswith("timeout")
-    cells = autograde.score(executed, solution, stopped)
-    assert [(c.status, c.points) for c in cells] == [("passed", 2.0), ("not run", 0.0)]
-
-
-def test_check_uses_the_visible_tests_of_the_pristine_lab(tmp_path):
+def test_self_check_uses_the_visible_tests_of_the_pristine_lab(tmp_path):
     (tmp_path / "solutions").mkdir()
     (tmp_path / "solutions" / "lab99_tiny.py").write_text(TINY.read_text())
     lab = build.make_lab(build.read_notebook(TINY))
-    mine = _answer(lab, "double-answer", "def double(x):\n    return x + 2")  # passes the visible test only
+    mine = _answer(lab, "double-answer", "def double(x):\n    return x * 2 if bool((x > 0).all()) else x")
+    mine = _answer(mine, "halve-answer", "def halve(x):\n    return x / 2")
     _cell(mine, "square-tests").source = "pass"  # tampering with a visible test does not help
     path = tmp_path / "work" / "lab99_tiny.ipynb"
     path.parent.mkdir()
     path.write_text(build.notebook_text(mine))
-    result = autograde.check(path, root=tmp_path)
-    assert [(c.grade_id, c.status) for c in result.cells] == [("double-tests", "passed"),
-                                                              ("square-tests", "not attempted")]
+    result = autograde.check(path, root=tmp_path, limits=FAST)
+    assert [(c.grade_id, c.status) for c in result.cells] == [
+        ("double-tests", "passed"), ("square-tests", "not attempted"), ("halve-tests", "passed")]
+    assert [k.name for k in result.cells[0].checks] == ["double of a vector"]  # visible checks only
 
 
 def test_check_without_a_course_says_where_it_looked(tmp_path):
@@ -150,15 +98,41 @@ def test_check_without_a_course_says_where_it_looked(tmp_path):
         autograde.lab_source_for(path, root=tmp_path)
 
 
-def test_cli_grade_writes_the_gradebook_and_check_reports(tmp_path):
+def test_batch_resumes_and_force_regrades(tmp_path):
     lab = build.make_lab(build.read_notebook(TINY))
+    for student in ("ada", "bo"):
+        (tmp_path / "subs" / student).mkdir(parents=True)
+        (tmp_path / "subs" / student / "lab99_tiny.ipynb").write_text(build.notebook_text(lab))
+    out = tmp_path / "out"
+    first = grade_batch(TINY, tmp_path / "subs", out, workers=2, limits=FAST, progress=False)
+    assert [(r.student, r.total, r.status) for r in first] == [("ada", 0, "graded"), ("bo", 0, "graded")]
+    saved = json.loads((out / "results" / "ada.json").read_text())
+    saved["status"] = "graded (kept)"
+    (out / "results" / "ada.json").write_text(json.dumps(saved))
+    (out / "notes.txt").write_text("the instructor's own file")
+    again = grade_batch(TINY, tmp_path / "subs", out, workers=2, limits=FAST, progress=False)
+    assert again[0].status == "graded (kept)"  # finished students are not graded twice
+    assert (out / "notes.txt").read_text() == "the instructor's own file"  # nothing of the instructor's is lost
+    forced = grade_batch(TINY, tmp_path / "subs", out, workers=1, limits=FAST, force=True, progress=False)
+    assert forced[0].status == "graded"
+    assert (out / "grading.log").read_text().count("reference solution scores full marks") == 2
+
+
+def test_cli_grade_and_check_exit_codes(tmp_path):
+    solution = build.read_notebook(TINY)
     (tmp_path / "subs" / "ada").mkdir(parents=True)
-    (tmp_path / "subs" / "ada" / "lab99_tiny.ipynb").write_text(build.notebook_text(lab))
+    (tmp_path / "subs" / "ada" / "lab99_tiny.ipynb").write_text(build.notebook_text(build.make_lab(solution)))
     dlcourse = str(Path(sys.executable).parent / "dlcourse")
-    run = subprocess.run([dlcourse, "grade", str(TINY), str(tmp_path / "subs"), "--out", str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run([dlcourse, "grade", str(TINY), str(tmp_path / "subs"), "--out", str(tmp_path / "out"),
+                          "--workers", "1"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert (tmp_path / "out" / "grades.csv").read_text().splitlines()[1] == "ada,0,0,0,5,graded"
+    assert (tmp_path / "out" / "grades.csv").read_text().splitlines()[1] == "ada,0,0,0,0,6,graded"
+    assert (tmp_path / "out" / "feedback" / "ada.html").exists()
     missing = subprocess.run([dlcourse, "grade", str(TINY), str(tmp_path / "nowhere"), "--out", str(tmp_path)],
                              capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "do not exist" in missing.stderr
+    broken = tmp_path / "lab99_tiny.py"
+    broken.write_text(TINY.read_text().replace("return x / 2", "return x / 3"))
+    refused = subprocess.run([dlcourse, "grade", str(broken), str(tmp_path / "subs"), "--out",
+                              str(tmp_path / "out2")], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 3 and "halve-tests" in refused.stderr and "nobody is graded" in refused.stderr

@@ -51,19 +51,20 @@ def test_student_lab_hides_solutions_and_hidden_tests_and_locks_cells(course):
     build.sync(course)
     lab = nbformat.read(course / "labs" / "lab99_tiny.ipynb", as_version=4)
     text = (course / "labs" / "lab99_tiny.ipynb").read_text()
-    assert "2 * x" not in text and "double(-3)" not in text and "HIDDEN" not in text
+    assert "2 * x" not in text and "double(torch.tensor([-3.0" not in text and "HIDDEN" not in text
     assert "jupytext" not in lab.metadata
     answers = [c for c in lab.cells if C.is_solution(c)]
     assert [c.source for c in answers] == [
         "def double(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()",
-        "def square(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"]
+        "def square(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()",
+        "def halve(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"]
     for cell in lab.cells:
         locked = C.is_locked(cell)
         assert cell.metadata.get("editable", True) is not locked
         assert cell.metadata.get("deletable", True) is not locked
         assert set(cell.metadata) <= set(build.LAB_CELL_METADATA)
     assert [c.id for c in lab.cells] == ["intro", "setup", "double-answer", "double-tests", "square-answer",
-                                         "square-tests"]
+                                         "square-tests", "halve-answer", "halve-tests"]
     py = (course / "labs" / "lab99_tiny.py").read_text()
     assert "jupytext_version" not in py and "NotImplementedError" in py and "2 * x" not in py
 

@@ -104,5 +104,5 @@ def strip_solution(source: str, cell_type: str = "code") -> str:
 
 
 def remove_hidden_tests(source: str) -> str:
-    """The visible part of a test cell: hidden-test regions removed, trailing blank lines trimmed."""
-    return replace_region(source, BEGIN_HIDDEN, END_HIDDEN).rstrip("\n")
+    """The visible part of a test cell: hidden-test regions removed (line for line as nbgrader does)."""
+    return replace_region(source, BEGIN_HIDDEN, END_HIDDEN)

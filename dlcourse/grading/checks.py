@@ -1,11 +1,27 @@
-"""Helpers that lab test cells use. Introduced in lab 01.
+"""Checks for lab test cells: a learner sees an assert-like message, the grader gets values it can judge itself.
 
-``forbid`` switches library functions off while a learner's from-scratch code runs, so a test can tell "wrote it
-from tensor operations" from "called torch's version".
+Introduced in lab 01. A test cell calls, for example::
+
+    check_close("softmax of large logits", softmax(X), expected=torch.softmax(X, dim=1), atol=1e-6)
+
+What happens depends on ``DLCOURSE_CHECKS`` (the grader sets it; a learner never needs to):
+
+- unset (a learner running the lab): the check compares in the kernel and raises ``AssertionError`` with a helpful
+  message on failure, exactly like an ``assert``.
+- ``collect`` (``dlcourse check`` and the reference run): nothing raises; each check is emitted as a record
+  (name, kind, the value, the in-kernel verdict) in the cell's output, so one failure doesn't hide the next.
+- ``grade`` (``dlcourse grade``): the grader has removed every ``expected=`` argument from the test cells before
+  running them, so the kernel never holds the right answer; each check only emits the student's value, and the
+  grader compares it with the reference solution's value in its own process. Patching ``torch.allclose``, these
+  helpers or ``builtins`` in the kernel cannot change that comparison.
+
+``forbid`` switches library functions off while a learner's from-scratch code runs.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterable, Iterator
 from unittest import mock
@@ -13,12 +29,20 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
+MIME = "application/vnd.dlcourse.check+json"
+MODE_ENV = "DLCOURSE_CHECKS"
+#: The check functions whose ``expected=`` argument the grader strips (see autograde.strip_expected).
+CHECK_FUNCTIONS = ("check_close", "check_equal", "check_true", "check_at_least", "check_accuracy")
+MAX_ELEMENTS = 100_000  # a check value larger than this is a lab bug: compare a summary instead
+
 #: Every public spelling of softmax, log-softmax and cross-entropy.
 SOFTMAX_FUNCTIONS: tuple[tuple[Any, str], ...] = (
     (torch, "softmax"), (torch, "log_softmax"), (torch.Tensor, "softmax"), (torch.Tensor, "log_softmax"),
     (F, "softmax"), (F, "log_softmax"), (torch.special, "softmax"), (torch.special, "log_softmax"),
     (F, "cross_entropy"), (F, "nll_loss"),
 )
+
+_MISSING = object()
 
 
 @contextmanager
@@ -31,3 +55,184 @@ def forbid(targets: Iterable[tuple[Any, str]], why: str) -> Iterator[None]:
         for owner, name in targets:
             stack.enter_context(mock.patch.object(owner, name, forbidden))
         yield
+
+
+# ----------------------------------------------------------------------------------------------- values as JSON
+def encode(value: Any) -> Any:
+    """A JSON-safe description of a check value that keeps its type: tensors and arrays keep dtype and shape."""
+    if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy" and hasattr(value, "shape"):
+        is_tensor = isinstance(value, torch.Tensor)
+        t = value.detach().cpu() if is_tensor else torch.as_tensor(value)
+        if t.numel() > MAX_ELEMENTS:
+            raise ValueError(f"check value has {t.numel()} elements; compare something smaller")
+        data = t.double().flatten().tolist() if t.is_floating_point() else t.flatten().tolist()
+        return {"type": "tensor" if is_tensor else "ndarray", "dtype": str(t.dtype).replace("torch.", ""),
+                "shape": list(t.shape), "data": [_float(x) for x in data]}
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return {"type": type(value).__name__, "data": value}
+    if isinstance(value, int):
+        return {"type": "int", "data": value}
+    if isinstance(value, float):
+        return {"type": "float", "data": _float(value)}
+    if isinstance(value, (list, tuple)):
+        return {"type": type(value).__name__, "data": [encode(v) for v in value]}
+    if isinstance(value, dict):
+        return {"type": "dict", "data": {str(k): encode(v) for k, v in value.items()}}
+    return {"type": type(value).__name__, "data": repr(value)[:200]}
+
+
+def _float(x: Any) -> Any:
+    """JSON has no NaN or infinity: spell them as strings."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x
+
+
+def _number(x: Any) -> float:
+    return float(x)  # also parses the "nan", "inf" and "-inf" that _float wrote
+
+
+# ------------------------------------------------------------------------------------------ comparing two values
+def compare(kind: str, actual: Any, reference: Any, spec: dict) -> tuple[bool, str]:
+    """Judge an encoded ``actual`` against an encoded ``reference`` (the right value) for a check ``kind``.
+
+    Used in the kernel (reference = the ``expected=`` argument) and by the grader (reference = the reference
+    solution's value), so both judge alike. Returns (passed, reason); the reason never contains the right value.
+    """
+    if kind == "true":
+        ok = actual.get("type") == "bool" and actual.get("data") is True
+        return ok, "" if ok else "the condition is false"
+    if kind == "at_least":
+        if actual.get("type") not in ("int", "float", "bool") and not _scalar_tensor(actual):
+            return False, f"expected a number, got {actual.get('type')}"
+        value = _number(actual["data"] if "shape" not in actual else actual["data"][0])
+        ok = value >= spec["threshold"]
+        return ok, "" if ok else f"{value:.4g} is below the required {spec['threshold']:.4g}"
+    if kind == "accuracy":
+        if actual.get("type") not in ("tensor", "ndarray") or actual.get("shape") != reference.get("shape"):
+            return False, f"expected predictions of shape {reference.get('shape')}, got {_describe(actual)}"
+        hits = sum(int(a == b) for a, b in zip(actual["data"], reference["data"]))
+        acc = hits / max(1, len(reference["data"]))
+        ok = acc >= spec["threshold"]
+        return ok, "" if ok else f"accuracy {acc:.3f} is below the required {spec['threshold']:.3f}"
+    if actual.get("type") != reference.get("type"):
+        return False, f"expected a {_describe(reference)}, got a {_describe(actual)}"
+    if kind == "equal":
+        ok = actual == reference
+        return ok, "" if ok else "the value is not the expected one"
+    if kind == "close":
+        return _close(actual, reference, spec.get("rtol", 1e-5), spec.get("atol", 1e-8))
+    raise ValueError(f"unknown check kind {kind!r}")
+
+
+def _scalar_tensor(v: dict) -> bool:
+    return v.get("type") in ("tensor", "ndarray") and len(v.get("data", [])) == 1
+
+
+def _describe(v: dict) -> str:
+    if v.get("type") in ("tensor", "ndarray"):
+        return f"{v['type']} of shape {tuple(v.get('shape', ()))} and dtype {v.get('dtype')}"
+    if v.get("type") in ("list", "tuple"):
+        return f"{v['type']} of length {len(v.get('data', []))}"
+    return str(v.get("type"))
+
+
+def _close(actual: dict, reference: dict, rtol: float, atol: float) -> tuple[bool, str]:
+    kind = actual["type"]
+    if kind in ("tensor", "ndarray"):
+        if actual.get("shape") != reference.get("shape"):
+            return False, f"shape {tuple(actual['shape'])}, expected {tuple(reference['shape'])}"
+        a = torch.tensor([_number(x) for x in actual["data"]], dtype=torch.float64)
+        b = torch.tensor([_number(x) for x in reference["data"]], dtype=torch.float64)
+        return _close_tensors(a, b, rtol, atol)
+    if kind in ("int", "float", "bool"):
+        a = torch.tensor([_number(actual["data"])], dtype=torch.float64)
+        b = torch.tensor([_number(reference["data"])], dtype=torch.float64)
+        return _close_tensors(a, b, rtol, atol)
+    if kind in ("list", "tuple"):
+        if len(actual["data"]) != len(reference["data"]):
+            return False, f"length {len(actual['data'])}, expected {len(reference['data'])}"
+        for i, (x, y) in enumerate(zip(actual["data"], reference["data"])):
+            if x.get("type") != y.get("type"):
+                return False, f"item {i}: expected a {_describe(y)}, got a {_describe(x)}"
+            ok, why = _close(x, y, rtol, atol)
+            if not ok:
+                return False, f"item {i}: {why}"
+        return True, ""
+    ok = actual == reference
+    return ok, "" if ok else "the value is not the expected one"
+
+
+def _close_tensors(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> tuple[bool, str]:
+    if a.isnan().any() and not b.isnan().any():
+        return False, "the result contains NaN"
+    if a.isinf().any() and not b.isinf().any():
+        return False, "the result contains infinity"
+    ok = bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
+    if ok:
+        return True, ""
+    finite = a.isfinite() & b.isfinite()
+    worst = (a[finite] - b[finite]).abs().max().item() if finite.any() else float("nan")
+    return False, f"values differ (largest difference {worst:.3g}, tolerance atol={atol:g}, rtol={rtol:g})"
+
+
+# ------------------------------------------------------------------------------------------------ the checks
+def _mode() -> str:
+    return os.environ.get(MODE_ENV, "")
+
+
+def _emit(record: dict) -> None:
+    from IPython.display import display
+
+    verdict = {True: "passed", False: "failed", None: "recorded"}[record.get("passed")]
+    display({MIME: record, "text/plain": f"check {record['name']!r}: {verdict}"}, raw=True)
+
+
+def _run(kind: str, name: str, actual: Any, expected: Any, spec: dict, hint: str) -> None:
+    record: dict[str, Any] = {"name": name, "kind": kind, "spec": spec, "actual": encode(actual)}
+    mode = _mode()
+    if mode == "grade":  # the grader judges; the kernel only reports the value
+        _emit(record)
+        return
+    record["passed"], record["message"] = None, ""
+    if expected is not _MISSING or kind in ("true", "at_least"):
+        reference = encode(expected) if expected is not _MISSING else None
+        ok, why = compare(kind, record["actual"], reference, spec)
+        record["passed"], record["message"] = ok, ("" if ok else "; ".join(s for s in (why, hint) if s))
+        if reference is not None:
+            record["expected"] = reference  # kept by the reference run: the grader compares against it
+    if mode == "collect":
+        _emit(record)
+    elif record["passed"] is False:
+        raise AssertionError(f"{name}: {record['message']}")
+
+
+def check_close(name: str, actual: Any, expected: Any = _MISSING, *, rtol: float = 1e-5, atol: float = 1e-8,
+                weight: float = 1.0, hint: str = "") -> None:
+    """``actual`` equals the right value up to tolerance (tensors: same type, shape; then allclose)."""
+    _run("close", name, actual, expected, {"rtol": rtol, "atol": atol, "weight": weight}, hint)
+
+
+def check_equal(name: str, actual: Any, expected: Any = _MISSING, *, weight: float = 1.0, hint: str = "") -> None:
+    """``actual`` is exactly the right value (same type too)."""
+    _run("equal", name, actual, expected, {"weight": weight}, hint)
+
+
+def check_true(name: str, condition: Any, *, weight: float = 1.0, hint: str = "") -> None:
+    """``condition`` is True. Weakest check: the grader can only see the boolean the kernel computed."""
+    _run("true", name, bool(condition), _MISSING, {"weight": weight}, hint)
+
+
+def check_at_least(name: str, value: Any, threshold: float, *, weight: float = 1.0, hint: str = "") -> None:
+    """A number (e.g. an accuracy) reaches ``threshold``; the grader uses the reference's threshold."""
+    _run("at_least", name, value, _MISSING, {"threshold": float(threshold), "weight": weight}, hint)
+
+
+def check_accuracy(name: str, predictions: Any, expected: Any = _MISSING, *, threshold: float,
+                   weight: float = 1.0, hint: str = "") -> None:
+    """Predicted labels agree with the true labels ``expected`` on at least ``threshold`` of the examples.
+
+    The grader compares the student's predictions with the labels recorded by the reference run, so faking the
+    accuracy number in the kernel gains nothing.
+    """
+    _run("accuracy", name, predictions, expected, {"threshold": float(threshold), "weight": weight}, hint)

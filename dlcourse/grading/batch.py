@@ -1,0 +1,240 @@
+"""Grading a class: every submission in parallel worker processes, each result saved as soon as it is known.
+
+``grade_batch`` first grades the reference solution in the same environment (it must score full marks), then runs
+up to ``workers`` submissions at a time, one kernel each. The output folder gets ``results/<student>.json`` (one
+file per student, written atomically, so a re-run skips finished students and an interrupted batch resumes),
+``grades.csv``, ``grades.json``, ``feedback/<student>.html`` and ``grading.log``. After every submission the
+output folder is checked against what the grader wrote: a file a student's code added or changed is removed or
+restored.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import cells as C
+from .autograde import (Reference, ReferenceError, Result, grade_notebook, graded_cells, load_source, run_reference,
+                        unscored)
+from .feedback import render
+from .kernel import Limits
+from .submissions import Submission, discover
+
+
+@dataclass
+class Output:
+    """The output folder, with a record of every byte the grader wrote there."""
+
+    root: Path
+    written: dict[Path, bytes] = field(default_factory=dict)
+    log_lines: list[str] = field(default_factory=list)
+    preexisting: set[Path] = field(default_factory=set)  # files that were there before: never touched
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.preexisting = {p for p in self.root.rglob("*") if p.is_file()}
+        log = self.root / "grading.log"
+        if log.exists():  # keep the history of earlier runs
+            self.log_lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def write(self, relative: str, data: bytes) -> None:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: a reader sees the old file or the new one, never half of one
+        self.written[path] = data
+
+    def log(self, message: str) -> None:
+        self.log_lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+        self.write("grading.log", ("\n".join(self.log_lines) + "\n").encode())
+
+    def adopt(self, path: Path) -> None:
+        """Trust a file written by an earlier run of the grader (resuming)."""
+        self.written[path] = path.read_bytes()
+
+    def guard(self) -> list[str]:
+        """Undo anything in the output folder the grader did not write; returns what was undone."""
+        undone = []
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file() or p.is_symlink()):
+            if path in self.preexisting and path not in self.written or path.name.endswith(".tmp"):
+                continue
+            if path not in self.written:
+                path.unlink()
+                undone.append(f"removed {path.relative_to(self.root)}")
+            elif path.is_symlink() or path.read_bytes() != self.written[path]:
+                path.unlink()
+                path.write_bytes(self.written[path])
+                undone.append(f"restored {path.relative_to(self.root)}")
+        for path, data in self.written.items():
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                undone.append(f"restored {path.relative_to(self.root)}")
+        return undone
+
+
+def _csv_bytes(results: list[Result], ids: list[str]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["student", *ids, "total", "max", "status"])
+    for r in results:
+        by_id = {c.grade_id: c.points for c in r.cells}
+        writer.writerow([r.student, *(f"{by_id.get(i, 0):g}" for i in ids), f"{r.total:g}", f"{r.max_points:g}",
+                         r.status])
+    return buffer.getvalue().encode("utf-8")
+
+
+def _job(source, path, reference, student, limits, conn) -> None:
+    """Worker process body: grade one notebook (``path=None``: run the reference) and send the result back."""
+    try:
+        if path is None:
+            conn.send(("reference", run_reference(source, limits)))
+        else:
+            conn.send(("result", grade_notebook(source, path, reference, student=student, limits=limits).to_dict()))
+    except ReferenceError as exc:
+        conn.send(("reference-error", str(exc)))
+    except BaseException as exc:  # report, never hang the coordinator
+        conn.send(("result", {"student": student, "status": f"grader error: {type(exc).__name__}: {exc}",
+                              "cells": []}))
+    finally:
+        conn.close()
+
+
+def _context() -> mp.context.BaseContext:
+    """Workers start from a clean server process (no inherited event loop or ZeroMQ state, which fork would copy),
+    with the grader already imported so each worker starts fast."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["dlcourse.grading.batch"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _reference_in_worker(ctx, source, limits: Limits) -> Reference:
+    """Run the reference solution in a worker process, like every submission."""
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_job, args=(source, None, None, "reference", limits, send), daemon=True)
+    process.start()
+    send.close()
+    try:
+        if not receive.poll(limits.submission_timeout + 60):
+            raise ReferenceError("the reference solution did not finish in time; raise --submission-timeout")
+        kind, payload = receive.recv()
+    except EOFError:
+        raise ReferenceError(f"the reference run crashed (exit code {process.exitcode})") from None
+    finally:
+        process.kill()
+        process.join(timeout=10)
+    if kind == "reference":
+        return payload
+    raise ReferenceError(payload if kind == "reference-error" else f"the reference run failed: {payload}")
+
+
+@dataclass
+class Running:
+    submission: Submission
+    process: mp.Process
+    conn: object
+    started: float
+
+
+def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, workers: int | None = None,
+                hidden: Path | str | None = None, pattern: str | None = None, limits: Limits = Limits(),
+                force: bool = False, progress: bool = True) -> list[Result]:
+    """Grade every submission of ``lab`` found in ``submissions`` into the folder ``out``; return the results.
+
+    Raises ReferenceError (before grading anyone) when the reference solution does not score full marks here.
+    """
+    from tqdm.auto import tqdm
+
+    lab, submissions, out = Path(lab), Path(submissions), Path(out)
+    workers = max(1, workers or os.cpu_count() or 1)
+    source = load_source(lab, hidden)
+    ids = [C.grade_id(c) for c in graded_cells(source)]
+    output = Output(out)
+    results: dict[str, Result] = {}
+    with tempfile.TemporaryDirectory(prefix="dlcourse-submissions-") as tmp:
+        found = discover(submissions, lab.stem, Path(tmp), pattern)
+        for sub in found:
+            saved = out / "results" / f"{sub.key}.json"
+            if saved.exists() and not force:
+                try:
+                    results[sub.key] = Result.from_dict(json.loads(saved.read_text(encoding="utf-8")))
+                    output.adopt(saved)
+                except (ValueError, KeyError, TypeError):
+                    pass  # unreadable: grade again
+        todo = [s for s in found if s.key not in results]
+        output.log(f"lab {lab.name}: {len(found)} submissions, {len(found) - len(todo)} already graded, "
+                   f"{len(todo)} to grade with {workers} worker(s); limits {limits}")
+        ctx = _context()
+        reference: Reference | None = None
+        if any(s.path is not None for s in todo):
+            reference = _reference_in_worker(ctx, source, limits)
+            output.log("reference solution scores full marks in this environment")
+
+        def finish(sub: Submission, result: Result) -> None:
+            result.student = sub.student
+            results[sub.key] = result
+            output.write(f"results/{sub.key}.json", json.dumps(result.to_dict(), indent=1).encode())
+            output.write(f"feedback/{sub.key}.html", render(result, lab.stem).encode())
+            ordered = [results[s.key] for s in found if s.key in results]
+            output.write("grades.csv", _csv_bytes(ordered, ids))
+            output.write("grades.json", json.dumps({"lab": lab.stem, "max_points": sum(
+                C.points(c) for c in graded_cells(source)), "students": [r.to_dict() for r in ordered]},
+                indent=1).encode())
+            output.log(f"{sub.student}: {result.total:g}/{result.max_points:g} {result.status} "
+                       f"({result.seconds:g} s)")
+            for what in output.guard():
+                output.log(f"output folder: {what} (written by a submission, not the grader)")
+            bar.update()
+
+        bar = tqdm(total=len(todo), desc="grading", unit="student", disable=not progress)
+        queue = list(todo)
+        running: list[Running] = []
+        backstop = limits.submission_timeout + 60  # the kernel has its own limits; this catches a stuck worker
+        try:
+            while queue or running:
+                while queue and len(running) < workers:
+                    sub = queue.pop(0)
+                    if sub.path is None:
+                        finish(sub, Result(sub.student, sub.problem, unscored(source, sub.problem)))
+                        continue
+                    receive, send = ctx.Pipe(duplex=False)
+                    process = ctx.Process(target=_job, args=(source, sub.path, reference, sub.student, limits, send),
+                                          daemon=True)
+                    process.start()
+                    send.close()
+                    running.append(Running(sub, process, receive, time.monotonic()))
+                for job in list(running):
+                    result = None
+                    if job.conn.poll(0.05):
+                        try:
+                            result = Result.from_dict(job.conn.recv()[1])
+                        except (EOFError, OSError):
+                            result = Result(job.submission.student, f"grader error: worker exited with code "
+                                            f"{job.process.exitcode}", unscored(source, "grader error"))
+                    elif not job.process.is_alive():
+                        result = Result(job.submission.student, f"grader error: worker exited with code "
+                                        f"{job.process.exitcode}", unscored(source, "grader error"))
+                    elif time.monotonic() - job.started > backstop:
+                        job.process.kill()
+                        why = f"timeout: grading took longer than {backstop:g} s"
+                        result = Result(job.submission.student, why, unscored(source, why))
+                    if result is not None:
+                        job.process.join(timeout=10)
+                        running.remove(job)
+                        finish(job.submission, result)
+        finally:
+            for job in running:  # interrupted: stop the workers; finished students are already saved
+                job.process.kill()
+            bar.close()
+    return [results[s.key] for s in found]

@@ -1,0 +1,79 @@
+"""Run one notebook in a fresh, bounded kernel: per-cell timeout, wall-clock limit and memory limit.
+
+Whatever the notebook does — loop forever, allocate without end, call ``sys.exit()`` or ``os._exit()``, crash the
+interpreter — ``run`` returns the notebook with the outputs of the cells that ran and a short reason why it stopped
+early (None when it ran to the end). Errors inside cells do not stop it: they are recorded as cell outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbformat import NotebookNode
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds for one notebook run. ``memory_mb`` caps the kernel's data segment (None: no cap)."""
+
+    cell_timeout: float = 120.0
+    submission_timeout: float = 600.0
+    memory_mb: int | None = 4096
+
+
+def kernel_name() -> str:
+    """The course kernel when it is registered (``make lab`` does it), else the current Python's ipykernel."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "dlcourse" if "dlcourse" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def _limit_kernel(memory_mb: int | None):
+    """A ``preexec_fn`` for the kernel process: cap its memory and make it die with the process that started it."""
+    def apply() -> None:
+        if memory_mb is not None:
+            import resource
+
+            cap = memory_mb * 2 ** 20
+            resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))  # RLIMIT_AS would stop torch from loading
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphaned kernels
+    return apply
+
+
+def run(nb: NotebookNode, limits: Limits, env: dict[str, str], cwd: Path | str | None = None
+        ) -> tuple[NotebookNode, str | None]:
+    """Execute ``nb`` in place in a new kernel with ``env`` added to the environment; return it and why it stopped."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    deadline = time.monotonic() + limits.submission_timeout
+
+    def cell_timeout(cell: NotebookNode) -> int:
+        return max(1, int(min(limits.cell_timeout, deadline - time.monotonic())))
+
+    with tempfile.TemporaryDirectory(prefix="dlcourse-kernel-") as tmp:
+        client = NotebookClient(nb, timeout_func=cell_timeout, kernel_name=kernel_name(), allow_errors=True,
+                                resources={"metadata": {"path": str(cwd or tmp)}}, shutdown_kernel="immediate")
+        try:
+            # the kernel's own stderr (start-up chatter) is not the notebook's output: errors arrive as cell outputs
+            client.execute(env={**os.environ, **env}, stderr=subprocess.DEVNULL,
+                           preexec_fn=_limit_kernel(limits.memory_mb))
+        except CellTimeoutError:
+            if time.monotonic() >= deadline - 1:
+                return nb, f"timeout: the notebook ran longer than {limits.submission_timeout:g} s in all"
+            return nb, f"timeout: a cell ran longer than {limits.cell_timeout:g} s"
+        except DeadKernelError:
+            return nb, "kernel died: the notebook exited, crashed or ran out of memory"
+        except RuntimeError as exc:  # e.g. the kernel failed to start
+            return nb, f"kernel error: {exc}"
+    return nb, None
