@@ -1,35 +1,33 @@
-"""The grading self-check of every lab: the solution scores full marks, the generated lab scores 0, and plausible
-wrong answers score exactly in between. Runs the real grader (a fresh kernel per submission, smoke scale)."""
+"""The grading self-check of every lab: the reference solution passes in this environment, the solution scores
+full marks, the generated lab scores 0, and plausible wrong answers score exactly in between. Runs the real grader
+(a fresh kernel per submission, smoke scale, values judged against the reference run).
+
+One small class per lab, so pytest-xdist (``--dist loadscope``) spreads the labs over its workers.
+"""
 
 import copy
+import functools
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 from dlcourse.grading import autograde, build
 from dlcourse.grading import cells as C
+from dlcourse.grading.kernel import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = sorted((ROOT / "solutions").glob("lab*.py"))
 MISTAKES_DIR = Path(__file__).parent / "lab_mistakes"
+LIMITS = Limits(cell_timeout=300, submission_timeout=900, memory_mb=None)
 
 
-def _mistakes(stem: str) -> list:
-    """The plausible wrong submissions kept in tests/lab_mistakes/<lab>.py (``MISTAKES``), or [] when none."""
-    path = MISTAKES_DIR / f"{stem}.py"
-    if not path.exists():
-        return []
-    spec = importlib.util.spec_from_file_location(f"lab_mistakes_{stem}", path)
+def mistakes(stem: str) -> list:
+    """The plausible wrong submissions kept in tests/lab_mistakes/<lab>.py (``MISTAKES``)."""
+    spec = importlib.util.spec_from_file_location(f"lab_mistakes_{stem}", MISTAKES_DIR / f"{stem}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.MISTAKES
 
 
-WRONG = {source.stem: _mistakes(source.stem) for source in SOLUTIONS}
-
-
-def _answered(solution, overrides=None):
+def answered(solution, overrides=None):
     """The student lab with every answer taken from the solution, except ``overrides``."""
     lab = build.make_lab(solution)
     answers = {C.grade_id(c): c.source for c in solution.cells if C.is_solution(c)}
@@ -40,44 +38,51 @@ def _answered(solution, overrides=None):
     return lab
 
 
-def _grade(solution, nb, tmp_path, name):
+@functools.lru_cache(maxsize=None)
+def reference(stem: str):
+    """The lab's solution and its reference run (raises ReferenceError unless it scores full marks here)."""
+    solution = build.read_notebook(ROOT / "solutions" / f"{stem}.py")
+    return solution, autograde.run_reference(solution, LIMITS)
+
+
+def grade(stem: str, nb, tmp_path: Path, name: str):
+    solution, ref = reference(stem)
     path = tmp_path / f"{name}.ipynb"
     path.write_text(build.notebook_text(nb))
-    return autograde.grade_notebook(solution, path, student=name, timeout=300)
+    return autograde.grade_notebook(solution, path, ref, student=name, limits=LIMITS)
 
 
-def test_there_are_labs():
-    assert SOLUTIONS
+class LabSelfCheck:
+    lab = ""
+
+    def test_solution_scores_full_marks(self, tmp_path):
+        solution, _ = reference(self.lab)
+        result = grade(self.lab, answered(solution), tmp_path, "solution")
+        assert result.status == "graded"
+        failing = [(c.grade_id, c.status, c.message) for c in result.cells if c.status != "passed"]
+        assert failing == [] and result.total == result.max_points > 0
+
+    def test_blank_lab_scores_zero_and_says_not_attempted(self, tmp_path):
+        solution, _ = reference(self.lab)
+        result = grade(self.lab, build.make_lab(solution), tmp_path, "blank")
+        assert result.total == 0
+        assert {c.status for c in result.cells} == {"not attempted"}
+
+    def test_plausible_mistakes_score_exactly_in_between(self, tmp_path):
+        solution, _ = reference(self.lab)
+        cases = mistakes(self.lab)
+        assert len(cases) >= 2, f"add at least two plausible wrong submissions to tests/lab_mistakes/{self.lab}.py"
+        for i, (overrides, expected) in enumerate(cases):
+            result = grade(self.lab, answered(solution, overrides), tmp_path, f"mistake{i}")
+            assert 0 < expected < result.max_points
+            assert abs(result.total - expected) < 1e-5, (sorted(overrides), result.total, expected,
+                                                          [(c.grade_id, c.status, c.message) for c in result.cells])
 
 
-@pytest.mark.parametrize("source", SOLUTIONS, ids=lambda p: p.stem)
-def test_solution_scores_full_marks(source, tmp_path):
-    solution = build.read_notebook(source)
-    result = _grade(solution, copy.deepcopy(solution), tmp_path, "solution")
-    assert result.status == "graded"
-    failing = [(c.grade_id, c.status, c.message) for c in result.cells if c.status != "passed"]
-    assert failing == [] and result.total == result.max_points > 0
+def test_every_lab_has_a_self_check_class():
+    covered = {cls.lab for cls in LabSelfCheck.__subclasses__()}
+    assert covered == {p.stem for p in (ROOT / "solutions").glob("lab*.py")}
 
 
-@pytest.mark.parametrize("source", SOLUTIONS, ids=lambda p: p.stem)
-def test_generated_lab_scores_zero_and_says_not_attempted(source, tmp_path):
-    solution = build.read_notebook(source)
-    result = _grade(solution, build.make_lab(solution), tmp_path, "blank")
-    assert result.total == 0
-    assert {c.status for c in result.cells} == {"not attempted"}
-
-
-@pytest.mark.parametrize("source", SOLUTIONS, ids=lambda p: p.stem)
-def test_each_lab_has_known_wrong_answers(source):
-    assert len(WRONG.get(source.stem, [])) >= 2, f"add at least two plausible wrong submissions for {source.stem}"
-
-
-@pytest.mark.parametrize("source, overrides, expected",
-                         [(ROOT / "solutions" / f"{lab}.py", o, e) for lab, cases in WRONG.items() for o, e in cases],
-                         ids=lambda v: "-".join(v) if isinstance(v, dict) else getattr(v, "stem", str(v)))
-def test_wrong_answers_score_in_between(source, overrides, expected, tmp_path):
-    solution = build.read_notebook(source)
-    result = _grade(solution, _answered(solution, overrides), tmp_path, "wrong")
-    assert 0 < expected < result.max_points
-    assert result.total == expected, [(c.grade_id, c.status, c.message) for c in result.cells]
-
+class TestLab01(LabSelfCheck):
+    lab = "lab01_training_loop"
