@@ -40,7 +40,7 @@ from torch import nn
 
 import dlcourse
 
-from dlcourse.grading.checks import SOFTMAX_FUNCTIONS, forbid
+from dlcourse.grading.checks import SOFTMAX_FUNCTIONS, check_accuracy, check_close, check_equal, forbid
 
 cfg = dlcourse.setup(seed=0)
 # Tests of from-scratch code switch torch's own versions off while they call yours.
@@ -74,32 +74,39 @@ def softmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 # %% nbgrader={"grade": true, "grade_id": "softmax-tests", "locked": true, "points": 2, "schema_version": 3, "solution": false} editable=false deletable=false
+def _gradient(f, x):
+    """The gradient of the number f(x) with respect to x, by autograd."""
+    x = x.detach().clone().requires_grad_(True)
+    return torch.autograd.grad(f(x), x)[0]
+
+
 _gen = torch.Generator().manual_seed(0)
 _logits = torch.randn(4, 3, generator=_gen)               # (N=4, C=3)
 with forbid(SOFTMAX_FUNCTIONS, NO_BUILTIN_SOFTMAX):
     _probs = softmax(_logits)
-assert isinstance(_probs, torch.Tensor), f"softmax should return a tensor, not {type(_probs).__name__}"
-assert _probs.shape == (4, 3), f"softmax of a (4, 3) batch should be (4, 3), got {tuple(_probs.shape)}"
-assert torch.allclose(_probs.sum(dim=1), torch.ones(4), atol=1e-6), (
-    f"each row of softmax must sum to 1, got row sums {_probs.sum(dim=1).tolist()}: "
-    "did you normalise over dim=1 (one row per example) with keepdim=True?")
-assert torch.allclose(_probs, torch.softmax(_logits, dim=1), atol=1e-6), (
-    "softmax differs from torch.softmax(logits, dim=1) on small random scores: check exp and the division")
+assert isinstance(_probs, torch.Tensor) and _probs.shape == (4, 3), (
+    f"softmax of a (4, 3) batch should return a (4, 3) tensor, got {type(_probs).__name__} "
+    f"{tuple(getattr(_probs, 'shape', ()))}")
+check_close("rows sum to 1", _probs.sum(dim=1), expected=torch.ones(4), atol=1e-6,
+            hint="did you normalise over dim=1 (one row per example) with keepdim=True?")
+check_close("same as torch.softmax on small random scores", _probs, expected=torch.softmax(_logits, dim=1),
+            atol=1e-6,
+            hint="check exp and the division: each row is exp(z) / exp(z).sum(dim=1, keepdim=True)")
 
 _big = torch.tensor([[1000.0, 0.0, -1000.0], [500.0, 500.0, 0.0]])   # exp(1000) overflows float32
 with forbid(SOFTMAX_FUNCTIONS, NO_BUILTIN_SOFTMAX):
     _probs_big = softmax(_big)
-assert torch.isfinite(_probs_big).all(), (
-    f"softmax of large scores gave {_probs_big.tolist()} (inf or nan): exp(1000) overflows; "
-    "subtract each row's maximum (logits.max(dim=1, keepdim=True).values) before exponentiating")
-assert torch.allclose(_probs_big, torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]), atol=1e-6), (
-    f"softmax of {_big.tolist()} should be [[1, 0, 0], [0.5, 0.5, 0]], got {_probs_big.tolist()}")
+check_close("large scores (±1000) give finite, right probabilities", _probs_big,
+            expected=torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]), atol=1e-6, weight=2,
+            hint="exp(1000) overflows to inf, and inf / inf is nan: subtract each row's maximum "
+                 "(logits.max(dim=1, keepdim=True).values) before exponentiating")
 
 _shifted = _logits + torch.tensor([[100.0], [-50.0], [0.0], [7.0]])   # add a different constant to each row
 with forbid(SOFTMAX_FUNCTIONS, NO_BUILTIN_SOFTMAX):
-    assert torch.allclose(softmax(_shifted), _probs, atol=1e-5), (
-        "adding a constant to a row must not change its softmax: did you subtract the maximum of the whole "
-        "tensor instead of each row's maximum?")
+    _probs_shifted = softmax(_shifted)
+check_close("adding a constant to a row leaves its softmax unchanged", _probs_shifted,
+            expected=torch.softmax(_logits, dim=1), atol=1e-5, weight=2,
+            hint="did you subtract the maximum of the whole tensor instead of each row's maximum?")
 print("softmax: visible tests passed")
 
 
@@ -133,43 +140,40 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 # %% nbgrader={"grade": true, "grade_id": "cross-entropy-tests", "locked": true, "points": 2, "schema_version": 3, "solution": false} editable=false deletable=false
+def _gradient(f, x):
+    """The gradient of the number f(x) with respect to x, by autograd."""
+    x = x.detach().clone().requires_grad_(True)
+    return torch.autograd.grad(f(x), x)[0]
+
+
 _gen = torch.Generator().manual_seed(0)
 _logits = torch.randn(5, 4, generator=_gen)               # (N=5, C=4)
 _y = torch.tensor([0, 3, 1, 1, 2])                         # (N,)
 with forbid(SOFTMAX_FUNCTIONS, NO_BUILTIN_SOFTMAX):
     _loss = cross_entropy(_logits, _y)
-assert isinstance(_loss, torch.Tensor), f"cross_entropy should return a tensor, not {type(_loss).__name__}"
-assert _loss.shape == (), (
-    f"cross_entropy should return a single number (a 0-dim tensor), got shape {tuple(_loss.shape)}: "
-    "take the .mean() over the batch")
-_expected = F.cross_entropy(_logits, _y)
-assert torch.allclose(_loss, _expected, atol=1e-5), (
-    f"cross_entropy gave {_loss.item():.5f}, F.cross_entropy gives {_expected.item():.5f}. "
-    "Is it the mean (not the sum) of -log p[i, y[i]], with the log-probability of each example's own label?")
+check_close("same as F.cross_entropy on small random scores", _loss, expected=F.cross_entropy(_logits, _y),
+            atol=1e-5, weight=2,
+            hint="cross_entropy returns a single number (a 0-dim tensor): the .mean() over the batch (not "
+                 "the sum) of -log p[i, y[i]], with the log-probability of each example's own label")
 
 _big = torch.tensor([[1000.0, 0.0, -1000.0], [0.0, 200.0, 100.0]])    # log(softmax) would hit log(0) here
 _y_big = torch.tensor([2, 0])
 with forbid(SOFTMAX_FUNCTIONS, NO_BUILTIN_SOFTMAX):
     _loss_big = cross_entropy(_big, _y_big)
-assert torch.isfinite(_loss_big), (
-    f"cross_entropy of large scores gave {_loss_big.item()}: the label's probability rounds to 0 "
-    "and log(0) = -inf. "
-    "Compute log-probabilities as (z - max) - log(sum(exp(z - max))) instead of log(softmax(z))")
-assert torch.allclose(_loss_big, F.cross_entropy(_big, _y_big), rtol=1e-5), (
-    f"cross_entropy of large scores gave {_loss_big.item()}, expected {F.cross_entropy(_big, _y_big).item()}")
+check_close("large scores give a finite, right loss", _loss_big, expected=F.cross_entropy(_big, _y_big),
+            rtol=1e-5, weight=2,
+            hint="the label's probability rounds to 0 and log(0) = -inf: compute log-probabilities as "
+                 "(z - max) - log(sum(exp(z - max))) instead of log(softmax(z))")
 
 _z = _logits.clone().requires_grad_(True)
 with forbid(SOFTMAX_FUNCTIONS, NO_BUILTIN_SOFTMAX):
     _loss_z = cross_entropy(_z, _y)
-assert _loss_z.requires_grad, (
-    "the loss is cut off from autograd (it has no grad_fn): keep every step a tensor operation, "
-    "no .item(), .detach(), torch.tensor(...) or NumPy")
-_loss_z.backward()
-_z_ref = _logits.clone().requires_grad_(True)
-F.cross_entropy(_z_ref, _y).backward()
-assert _z.grad is not None and torch.allclose(_z.grad, _z_ref.grad, atol=1e-6), (
-    "the gradient of your loss differs from F.cross_entropy's: keep every step a tensor operation "
-    "(no .item(), .detach() or NumPy) and average over the batch")
+if isinstance(_loss_z, torch.Tensor) and _loss_z.requires_grad and _loss_z.dim() == 0:
+    _loss_z.backward()
+check_close("the gradient matches F.cross_entropy's", _z.grad,
+            expected=_gradient(lambda z: F.cross_entropy(z, _y), _logits), atol=1e-6, weight=2,
+            hint="no gradient means the loss is cut off from autograd (no grad_fn): keep every step a tensor "
+                 "operation, no .item(), .detach(), torch.tensor(...) or NumPy; and average over the batch")
 print("cross_entropy: visible tests passed")
 
 
@@ -201,35 +205,49 @@ def sgd_step(params, lr: float) -> None:
 
 
 # %% nbgrader={"grade": true, "grade_id": "sgd-tests", "locked": true, "points": 2, "schema_version": 3, "solution": false} editable=false deletable=false
+def _weights(model):
+    """A model's parameters as a list of tensors: the value the checks compare."""
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _reference_sgd(model, X, y, lr, steps):
+    """torch.optim.SGD on a copy of ``model``, ``steps`` full-batch steps: the weights after each step."""
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    after = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        optimizer.step()
+        after.append(_weights(model))
+    return after
+
+
 torch.manual_seed(0)
 _model = nn.Linear(5, 3)                               # weight (3, 5), bias (3,)
-_ref = copy.deepcopy(_model)
-_X, _y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+_start = copy.deepcopy(_model)                         # the starting point, for the reference update
+_gen = torch.Generator().manual_seed(0)
+_X, _y = torch.randn(8, 5, generator=_gen), torch.randint(0, 3, (8,), generator=_gen)
 _weight_before = _model.weight
-_old = [p.detach().clone() for p in _model.parameters()]
 
 F.cross_entropy(_model(_X), _y).backward()
 sgd_step(list(_model.parameters()), lr=0.1)
 
-_opt = torch.optim.SGD(_ref.parameters(), lr=0.1)
-F.cross_entropy(_ref(_X), _y).backward()
-_opt.step()
-
-assert _model.weight is _weight_before, (
-    "sgd_step must update the parameter tensors in place, not replace them")
-assert not all(torch.equal(p, o) for p, o in zip(_model.parameters(), _old)), (
-    "the model's parameters did not change: `p = p - lr * p.grad` only rebinds the name p; "
-    "update in place with `p -= lr * p.grad` inside `with torch.no_grad():`")
-for (_name, _p), _p_ref in zip(_model.named_parameters(), _ref.parameters()):
-    assert torch.allclose(_p, _p_ref, atol=1e-6), (
-        f"{_name} after sgd_step differs from torch.optim.SGD's: "
-        "the update is p - lr * p.grad (a minus sign, the learning rate times the gradient)")
-    assert _p.grad is None or torch.count_nonzero(_p.grad) == 0, (
-        f"{_name}.grad still holds the old gradient: set p.grad = None (or zero it) after the update, "
-        "otherwise the next backward() adds to it")
-    assert _p.requires_grad and _p.is_leaf, (
-        f"{_name} should still be a leaf tensor that requires grad after the update: "
-        "do it under torch.no_grad()")
+check_close("one step matches torch.optim.SGD", _weights(_model),
+            expected=_reference_sgd(_start, _X, _y, lr=0.1, steps=1)[0], atol=1e-6, weight=2,
+            hint="the update is p - lr * p.grad (a minus sign, the learning rate times the gradient). If the "
+                 "parameters did not change at all: `p = p - lr * p.grad` only rebinds the name p; update in "
+                 "place with `p -= lr * p.grad` inside `with torch.no_grad():`")
+check_close("updates the parameter tensors in place", _weight_before,
+            expected=_reference_sgd(_start, _X, _y, lr=0.1, steps=1)[0][0], atol=1e-6,
+            hint="sgd_step must update the parameter tensors in place (p -= ..., p.sub_(...)), not replace "
+                 "them: the model holds these very tensors")
+check_equal("afterwards each .grad is cleared and each parameter is still a leaf that requires grad",
+            [(_p.grad is None or int(torch.count_nonzero(_p.grad)) == 0, _p.requires_grad, _p.is_leaf)
+             for _p in _model.parameters()],
+            expected=[(True, True, True), (True, True, True)],
+            hint="set p.grad = None (or zero it) after the update, otherwise the next backward() adds to it; "
+                 "update under torch.no_grad() so that each parameter stays a leaf tensor that requires grad")
 print("sgd_step: visible tests passed")
 
 
@@ -259,20 +277,19 @@ _y_hat = torch.tensor([[0.1, 0.9, 0.0],      # predicts 1
                        [0.2, 0.3, 0.5],      # predicts 2
                        [5.0, 6.0, 7.0]])     # predicts 2
 _y = torch.tensor([1, 0, 1, 0])
-_acc = accuracy(_y_hat, _y)
-assert isinstance(_acc, float), (
-    f"accuracy should return a Python float, got {type(_acc).__name__}: use .item() on a one-element tensor")
-assert 0.0 <= _acc <= 1.0, (
-    f"accuracy is a fraction between 0 and 1, got {_acc}: divide the number of right predictions by N, "
-    "and don't multiply by 100")
-assert abs(_acc - 0.5) < 1e-9, (
-    f"2 of these 4 predictions are right, so accuracy should be 0.5, got {_acc}: the prediction is "
-    "y_hat.argmax(dim=1) (over classes, not over the batch)")
-assert accuracy(_y_hat, torch.tensor([1, 0, 2, 2])) == 1.0, "all four predictions right should give 1.0"
-assert accuracy(_y_hat, torch.tensor([0, 1, 0, 1])) == 0.0, "all four predictions wrong should give 0.0"
+check_close("2 right out of 4 gives 0.5", accuracy(_y_hat, _y), expected=0.5, atol=1e-9, weight=2,
+            hint="accuracy is a Python float (use .item() on a one-element tensor) between 0 and 1: "
+                 "divide the number of right predictions by N, and don't multiply by 100. The prediction "
+                 "is y_hat.argmax(dim=1) (over classes, not over the batch)")
+check_close("all right gives 1.0, all wrong gives 0.0",
+            [accuracy(_y_hat, torch.tensor([1, 0, 2, 2])), accuracy(_y_hat, torch.tensor([0, 1, 0, 1]))],
+            expected=[1.0, 0.0], atol=1e-9,
+            hint="all four predictions right should give 1.0 and all four wrong 0.0, as Python floats")
 _ties = torch.tensor([[1.0, 1.0, 0.0], [0.0, 3.0, 3.0]])   # tied rows: argmax predicts classes 0 and 1
-assert accuracy(_ties, torch.tensor([0, 1])) == 1.0 and accuracy(_ties, torch.tensor([1, 2])) == 0.0, (
-    "ties go to the first of the tied maxima, as in torch.argmax: [1, 1, 0] predicts class 0")
+check_close("ties go to the first of the tied maxima",
+            [accuracy(_ties, torch.tensor([0, 1])), accuracy(_ties, torch.tensor([1, 2]))],
+            expected=[1.0, 0.0], atol=1e-9,
+            hint="ties go to the first of the tied maxima, as in torch.argmax: [1, 1, 0] predicts class 0")
 print("accuracy: visible tests passed")
 
 
@@ -329,50 +346,60 @@ class _CountingLoader:
             yield batch
 
 
-def _reference_loop(model, loader, num_epochs, lr):
-    """The loop exercise 5 asks for, to compare against."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    for _ in range(num_epochs):
-        for X, y in loader:
-            loss = F.cross_entropy(model(X), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model
+def _weights(model):
+    """A model's parameters as a list of tensors (the value the checks compare); anything else as it is."""
+    return [p.detach().clone() for p in model.parameters()] if isinstance(model, nn.Module) else model
 
 
-# 1. the loop visits every batch once per epoch, and returns the model
+def _reference_train(model, X, y, batch_size, num_epochs, lr):
+    """The loop exercise 5 asks for, run on a copy of ``model`` over (X, y) in order: its final weights."""
+    model = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from torch's global generator
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        for _ in range(num_epochs):
+            for X_batch, y_batch in DataLoader(TensorDataset(X, y), batch_size=batch_size):
+                loss = F.cross_entropy(model(X_batch), y_batch)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    return _weights(model)
+
+
+def _test_predictions(model, splits):
+    """The model's predicted class for each example of the test split."""
+    model.eval()
+    with torch.no_grad():
+        return model(splits.test.tensors[0]).argmax(dim=1)
+
+
+# 1. the loop takes every batch once per epoch, returns the model, and makes the reference loop's updates
+_gen = torch.Generator().manual_seed(0)
+_X, _y = torch.randn(40, 6, generator=_gen), torch.randint(0, 3, (40,), generator=_gen)   # 6 features
 torch.manual_seed(0)
-_X, _y = torch.randn(40, 6), torch.randint(0, 3, (40,))          # 40 examples, 6 features, 3 classes
-_loader = _CountingLoader(DataLoader(TensorDataset(_X, _y), batch_size=10))   # 4 batches, fixed order
 _model = nn.Linear(6, 3)
-_ref = copy.deepcopy(_model)
+_start = copy.deepcopy(_model)                                  # the starting point, for the reference loop
+_loader = _CountingLoader(DataLoader(TensorDataset(_X, _y), batch_size=10))   # 4 batches, fixed order
 _out = train_loop(_model, _loader, num_epochs=3, lr=0.1)
-assert _loader.batches == 3 * len(_loader), (
-    f"with 3 epochs of 4 batches the loop should take 12 batches, it took {_loader.batches}: loop over "
-    "range(num_epochs), and inside it over every batch of train_loader")
-assert _out is _model, "train_loop should return the model it trained"
+check_equal("3 epochs of 4 batches take 12 batches", _loader.batches, expected=12,
+            hint="loop over range(num_epochs), and inside it over every batch of train_loader")
+check_close("the returned model's weights match the reference loop's", _weights(_out),
+            expected=_reference_train(_start, _X, _y, batch_size=10, num_epochs=3, lr=0.1),
+            atol=1e-5, weight=2,
+            hint="return the model you trained; create SGD once with lr=lr, use F.cross_entropy (the batch "
+                 "mean), and call optimizer.zero_grad() every step (without it, gradients pile up from batch "
+                 "to batch)")
 
-# 2. the same updates as the reference loop (same data order, same initial weights)
-_reference_loop(_ref, DataLoader(TensorDataset(_X, _y), batch_size=10), num_epochs=3, lr=0.1)
-for _name, _p in _model.named_parameters():
-    _p_ref = dict(_ref.named_parameters())[_name]
-    assert torch.allclose(_p, _p_ref, atol=1e-5), (
-        f"after training, {_name} differs from the reference loop's. "
-        "Check that you create SGD once with lr=lr, use F.cross_entropy (the batch mean), "
-        "and call optimizer.zero_grad() every step (without it, gradients pile up from batch to batch)")
-
-# 3. softmax regression on the digits learns
+# 2. softmax regression on the digits learns
 _splits = dlcourse.data.digits(flatten=True, seed=0)                  # X (N, 64) in [0, 1], y (N,)
 _train_loader, _, _test_loader = _splits.loaders(batch_size=64, seed=0)
 torch.manual_seed(0)
 _softmax_regression = nn.Linear(64, 10)
 train_loop(_softmax_regression, _train_loader, num_epochs=cfg.pick(smoke=5, small=10, full=20), lr=0.5)
-_test_acc = dlcourse.evaluate(_softmax_regression, _test_loader)["acc"]
-print(f"softmax regression: test accuracy {_test_acc:.3f}")
-assert _test_acc >= 0.85, (
-    f"softmax regression reached only {_test_acc:.1%} test accuracy (expected at least 85%): is the loss "
-    "decreasing? are the parameters updated every batch?")
+print(f"softmax regression: test accuracy {dlcourse.evaluate(_softmax_regression, _test_loader)['acc']:.3f}")
+check_accuracy("softmax regression reaches 85% test accuracy on the digits",
+               _test_predictions(_softmax_regression, _splits), expected=_splits.test.tensors[1],
+               threshold=0.85, weight=2,
+               hint="is the loss decreasing? are the parameters updated every batch?")
 print("train_loop: visible tests passed")
 
 
@@ -399,24 +426,33 @@ def make_mlp(in_features: int, hidden: int, num_classes: int) -> nn.Sequential:
 
 
 # %% nbgrader={"grade": true, "grade_id": "mlp-tests", "locked": true, "points": 1, "schema_version": 3, "solution": false} editable=false deletable=false
+def _reference_mlp(seed, in_features, hidden, num_classes):
+    """Linear -> ReLU -> Linear created right after torch.manual_seed(seed), as make_mlp's layers would be."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+
 torch.manual_seed(0)
 _mlp = make_mlp(64, 32, 10)
 assert isinstance(_mlp, nn.Module), (
     f"make_mlp should return an nn.Module (nn.Sequential), got {type(_mlp).__name__}")
-_n_params = sum(p.numel() for p in _mlp.parameters())
-_expected = 64 * 32 + 32 + 32 * 10 + 10   # weights and biases of both layers
-assert _n_params == _expected, (
-    f"make_mlp(64, 32, 10) has {_n_params} parameters, expected {_expected} = 64*32 + 32 (first layer) + "
-    "32*10 + 10 (second layer): one hidden layer of size `hidden`, both layers with a bias")
-_out = _mlp(torch.randn(5, 64))
-assert _out.shape == (5, 10), (
-    f"a batch of 5 inputs should give scores of shape (5, 10), got {tuple(_out.shape)}")
-assert not torch.allclose(_out.sum(dim=1), torch.ones(5), atol=1e-3), (
-    "the rows of the output sum to 1: the model should return raw scores (logits); F.cross_entropy applies "
-    "softmax itself, so leave it out of the model")
-_x1, _x2 = torch.randn(3, 64), torch.randn(3, 64)
-assert not torch.allclose(_mlp(_x1 + _x2) + _mlp(torch.zeros(3, 64)), _mlp(_x1) + _mlp(_x2), atol=1e-4), (
-    "the model is affine (linear): put nn.ReLU() between the two linear layers")
+_gen = torch.Generator().manual_seed(0)
+_X5, _X100 = torch.randn(5, 64, generator=_gen), torch.randn(100, 64, generator=_gen)
+check_equal("make_mlp(64, 32, 10) has 64*32 + 32 + 32*10 + 10 parameters",
+            sum(p.numel() for p in _mlp.parameters()), expected=64 * 32 + 32 + 32 * 10 + 10,
+            hint="64*32 + 32 (first layer) + 32*10 + 10 (second layer): one hidden layer of size `hidden`, "
+                 "both layers with a bias")
+_out = _mlp(_X5)
+check_equal("a batch of 5 inputs gives scores of shape (5, 10)", tuple(_out.shape), expected=(5, 10),
+            hint="the model maps (N, in_features) to (N, num_classes)")
+check_equal("predictions match Linear -> ReLU -> Linear made with the same seed", _mlp(_X100).argmax(dim=1),
+            expected=_reference_mlp(0, 64, 32, 10)(_X100).argmax(dim=1), weight=2,
+            hint="two linear layers in a row are just one linear (affine) layer: put nn.ReLU() between them")
+check_close("returns raw scores (logits), not probabilities", _out,
+            expected=_reference_mlp(0, 64, 32, 10)(_X5), atol=1e-5,
+            hint="if the rows of your output sum to 1, the model applies softmax: the model should return "
+                 "raw scores (logits); F.cross_entropy applies softmax itself, so leave it out of the model")
 
 _splits = dlcourse.data.digits(flatten=True, seed=0)
 _train_loader, _val_loader, _test_loader = _splits.loaders(batch_size=64, seed=0)
@@ -424,9 +460,14 @@ _history = dlcourse.fit(_mlp, torch.optim.Adam(_mlp.parameters(), lr=1e-2), _tra
                         num_epochs=cfg.pick(smoke=5, small=10, full=20), progress=False)
 _test_acc = dlcourse.evaluate(_mlp, _test_loader)["acc"]
 print(f"MLP: val accuracy {_history.last['val_acc']:.3f}, test accuracy {_test_acc:.3f}")
-assert _test_acc >= 0.85, (
-    f"the MLP reached only {_test_acc:.1%} test accuracy on the digits (expected at least 85%)")
+_mlp.eval()
+with torch.no_grad():
+    _predictions = _mlp(_splits.test.tensors[0]).argmax(dim=1)
+check_accuracy("the trained MLP reaches 85% test accuracy on the digits", _predictions,
+               expected=_splits.test.tensors[1], threshold=0.85, weight=2,
+               hint="the MLP should reach at least 85% test accuracy on the digits")
 print("make_mlp: visible tests passed")
+
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Summary

@@ -65,7 +65,7 @@ def test_collect_and_grade_modes_emit_records(monkeypatch):
     assert emitted[-1]["spec"]["weight"] == 2
     monkeypatch.setenv(K.MODE_ENV, "grade")
     K.check_close("a", torch.ones(2), expected=None)
-    assert set(emitted[-1]) == {"name", "kind", "spec", "actual"}  # no verdict, no right answer
+    assert set(emitted[-1]) == {"name", "kind", "spec", "actual", "hint"}  # no verdict, no right answer
 
 
 def test_forbid_switches_functions_off_and_restores_them():

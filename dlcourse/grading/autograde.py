@@ -258,7 +258,8 @@ def score(executed: NotebookNode, source: NotebookNode, stopped: str | None = No
                     ok, why = K.compare(ref["kind"], got.get("actual", {}), right, ref.get("spec", {}))
                 except Exception as exc:  # a malformed record: the student's code wrote it
                     ok, why = False, f"unreadable result ({type(exc).__name__})"
-                verdicts.append(CheckResult(name, weight, ok, why))
+                hint = str(ref.get("hint") or "")  # from the reference run: the student's kernel cannot change it
+                verdicts.append(CheckResult(name, weight, ok, "; ".join(s for s in (why, hint) if s and not ok)))
         total = sum(v.weight for v in verdicts) or 1.0
         points = round(max_points * sum(v.weight for v in verdicts if v.passed) / total, 6)
         status = PASSED if points == max_points else NOT_ATTEMPTED if not_attempted and points == 0 else FAILED

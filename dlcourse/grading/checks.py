@@ -189,7 +189,7 @@ def _emit(record: dict) -> None:
 
 
 def _run(kind: str, name: str, actual: Any, expected: Any, spec: dict, hint: str) -> None:
-    record: dict[str, Any] = {"name": name, "kind": kind, "spec": spec, "actual": encode(actual)}
+    record: dict[str, Any] = {"name": name, "kind": kind, "spec": spec, "actual": encode(actual), "hint": hint}
     mode = _mode()
     if mode == "grade":  # the grader judges; the kernel only reports the value
         _emit(record)

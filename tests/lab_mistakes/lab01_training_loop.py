@@ -1,6 +1,7 @@
 """Plausible mistakes in lab 01 and the exact total each must score (out of 10), for tests/test_labs.py.
 
 Each entry: ({answer grade_id: wrong source}, expected total). Answers not named come from the solution.
+A test cell's points are split over its checks by weight, so a mistake can lose part of a cell's points.
 """
 
 OVERFLOWING_SOFTMAX = """\
@@ -22,7 +23,35 @@ def train_loop(model, train_loader, num_epochs, lr):
             optimizer.step()
     return model"""
 
+NO_GRAD_CLEARING = """\
+def sgd_step(params, lr):
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p -= lr * p.grad  # right update, but p.grad is never cleared"""
+
+NO_RELU_MLP = """\
+def make_mlp(in_features, hidden, num_classes):
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.Linear(hidden, num_classes))  # forgot the ReLU"""
+
 MISTAKES = [
-    ({"softmax-answer": OVERFLOWING_SOFTMAX, "accuracy-answer": PERCENT_ACCURACY}, 7),
-    ({"train-loop-answer": NO_ZERO_GRAD}, 8),
+    # softmax-tests 1 of 2: of its checks (weights 1+1+2+2 visible, 1+2+1+1+1 hidden = 12), the overflowing
+    # softmax fails "large scores (±1000)" (2), "adding a constant to a row" (2: +100 overflows) and "extreme
+    # scores" (2), and passes the rest (6 of 12) -> 2 * 6/12 = 1.
+    # accuracy-tests 0 of 1: every check compares the accuracy value, and 50.0 is not 0.5.
+    # 10 - 1 - 1 = 8.
+    ({"softmax-answer": OVERFLOWING_SOFTMAX, "accuracy-answer": PERCENT_ACCURACY}, 8),
+    # train-loop-tests 1.2 of 2: of its checks (weights 1+2+2 visible, 1+2+1+1 hidden = 10), the weights differ
+    # from the reference loop's in "the returned model's weights" (2) and "an MLP, batches of 16, 16, 16 and 2"
+    # (2); the batch counts, lr=0 and both digits accuracies still pass (softmax regression learns without
+    # zero_grad too) -> 2 * 6/10 = 1.2. 10 - 0.8 = 9.2.
+    ({"train-loop-answer": NO_ZERO_GRAD}, 9.2),
+    # sgd-tests 1 of 2: of its checks (weights 2+1+1 visible, 2+1+1 hidden = 8), the first step is still right
+    # ("one step matches" 2, "in place" 1, "skips a parameter whose .grad is None" 1 pass), but ".grad is
+    # cleared" (1), "4 steps ... match" (2) and "lr=0: ... gradient cleared" (1) fail -> 2 * 4/8 = 1.
+    # mlp-tests 0.5 of 1: of its checks (weights 1+1+2+1+2 visible, 1+1+1 hidden = 10), the parameter count,
+    # output shape, 85% test accuracy and the hidden counts/shapes pass (5); "predictions match Linear -> ReLU
+    # -> Linear" (2), "raw scores" (1), "is Linear, ReLU, Linear" (1) and "scores for inputs of -100 and +100"
+    # (1) fail -> 5/10 = 0.5. 10 - 1 - 0.5 = 8.5.
+    ({"sgd-answer": NO_GRAD_CLEARING, "mlp-answer": NO_RELU_MLP}, 8.5),
 ]
