@@ -2,11 +2,11 @@
 
 Notebooks start with ``cfg = dlcourse.setup(seed=0)``. Modules, one concept each:
 ``config`` (scale, seed, device), ``data`` (offline datasets), ``models`` (reference models), ``train``
-(fit/evaluate), ``viz`` (figures),
+(fit/evaluate), ``viz`` (figures), ``diagnose`` (training diagnostics: the LR range test),
 ``grading`` (lab building, lint, autograding), ``cli`` (the ``dlcourse`` command).
 """
 
-from . import data, models, train, viz
+from . import data, diagnose, models, train, viz
 from .config import SCALES, Config, ScaleError, environment_report, pick_device, seed_everything, setup
 from .train import History, evaluate, fit, predict
 
@@ -14,5 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SCALES", "Config", "ScaleError", "environment_report", "pick_device", "seed_everything", "setup",
-    "History", "evaluate", "fit", "predict", "data", "models", "train", "viz",
+    "History", "evaluate", "fit", "predict", "data", "diagnose", "models", "train", "viz",
 ]

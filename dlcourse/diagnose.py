@@ -132,9 +132,9 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer | Optimizer
 
     ``optimizer`` is an optimizer over ``model``'s parameters, or a factory that builds one from them (e.g.
     ``torch.optim.Adam`` or ``functools.partial(torch.optim.SGD, momentum=0.9)``). Afterwards the model's
-    parameters and buffers, its train/eval mode, the optimizer's state and lrs, and torch's random number
-    generators are restored, and so are any gradients the parameters held: the test changes nothing. (A
-    shuffling loader's own generator does advance.)
+    parameters and buffers, its train/eval mode, the optimizer's state and lrs, any gradients the parameters held,
+    and torch's CPU (and, on a CUDA device, that device's) random number generator are restored: the test changes
+    nothing. (A shuffling loader's own generator does advance.)
     """
     _check_arguments(start_lr, end_lr, num_steps, smooth, diverge_factor)
     if isinstance(optimizer, torch.optim.Optimizer):
@@ -155,7 +155,8 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer | Optimizer
     opt_state = copy.deepcopy(opt.state_dict())  # holds the lrs of every group, and momentum buffers
     was_training = model.training
     grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
-    rng_devices = [device] if device.type == "cuda" else []
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
 
     lrs: list[float] = []
     losses: list[float] = []

@@ -86,3 +86,7 @@ def test_every_lab_has_a_self_check_class():
 
 class TestLab01(LabSelfCheck):
     lab = "lab01_training_loop"
+
+
+class TestLab04(LabSelfCheck):
+    lab = "lab04_optimizers"
