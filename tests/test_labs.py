@@ -90,3 +90,7 @@ class TestLab01(LabSelfCheck):
 
 class TestLab04(LabSelfCheck):
     lab = "lab04_optimizers"
+
+
+class TestLab02(LabSelfCheck):
+    lab = "lab02_init_normalization"
