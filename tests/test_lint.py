@@ -9,7 +9,7 @@ from dlcourse.grading.lint import lint_notebook, lint_paths
 ROOT = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).parent / "fixtures" / "lab99_tiny.py"
 GOOD_TEST = ('# %% nbgrader={"grade": true, "grade_id": "t", "locked": true, "points": 1, "schema_version": 3, '
-             '"solution": false}\nassert True\n')
+             '"solution": false}\ncheck_equal("x is one", x, expected=1)\n')
 GOOD_ANSWER = ('# %% nbgrader={"grade": false, "grade_id": "a", "locked": false, "schema_version": 3, '
                '"solution": true}\n### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n')
 
@@ -26,8 +26,8 @@ def test_every_lab_source_in_the_course_is_clean():
     assert [str(p) for p in lint_paths(labs)] == []
 
 
-def test_the_tiny_fixture_is_clean(tmp_path):
-    assert lint_notebook(TINY) == []
+def test_the_tiny_fixture_is_clean_but_for_its_deliberate_plain_assert_cell(tmp_path):
+    assert [(p.cell, p.message[:32]) for p in lint_notebook(TINY)] == [(8, "graded cell has no check call (c")]
     assert lint_text(tmp_path, GOOD_ANSWER + "\n" + GOOD_TEST) == []
 
 
@@ -36,6 +36,8 @@ def test_the_tiny_fixture_is_clean(tmp_path):
      "assert True", "needs \"points\" > 0"),
     ('nbgrader={"grade": true, "grade_id": "t2", "locked": true, "points": 0, "schema_version": 3, "solution": false}',
      "assert True", "needs \"points\" > 0"),
+    ('nbgrader={"grade": true, "grade_id": "t2", "locked": true, "points": 1, "schema_version": 3, "solution": false}',
+     "assert x == 1", "graded cell has no check call"),
     ('nbgrader={"grade": true, "grade_id": "t", "locked": true, "points": 1, "schema_version": 3, "solution": false}',
      "assert True", "duplicate grade_id 't'"),
     ('nbgrader={"grade": false, "grade_id": "x", "locked": true, "schema_version": 2, "solution": false}',

@@ -2,7 +2,8 @@
 
 Checked per cell: nbgrader metadata is a dict with known keys and schema_version 3; ``grade_id`` present, well
 formed and unique; booleans are booleans; graded cells have positive points and are code; answer cells have paired
-markers; hidden tests only in graded cells; tags are known; ``nbval-skip`` and ``skip-execution`` come together.
+markers; hidden tests only in graded cells; graded cells use check helpers (not bare asserts); tags are known;
+``nbval-skip`` and ``skip-execution`` come together.
 Checked per lab: at least one graded cell and at least one answer cell.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from . import cells as C
 from .build import read_notebook
+from .checks import CHECK_FUNCTIONS
 
 NBGRADER_KEYS = {"grade", "grade_id", "locked", "points", "schema_version", "solution", "task"}
 REQUIRED_KEYS = {"grade", "grade_id", "locked", "schema_version", "solution"}
@@ -92,6 +94,9 @@ def _cell_problems(cell, seen_ids: dict[str, int], index: int) -> list[str]:
             problems.append("graded (test) cells must be locked")
         if "skip-execution" in cell_tags or "raises-exception" in cell_tags:
             problems.append("a graded cell must run and must not be expected to raise (drop its skip/raises tag)")
+        if not any(f"{name}(" in source for name in CHECK_FUNCTIONS):
+            problems.append("graded cell has no check call (check_close, check_equal, ...): plain asserts can be "
+                            "faked by the student's code; see dlcourse/grading/checks.py")
     elif pts not in (None, 0):
         problems.append("\"points\" on a cell that is not graded")
     if solution:
