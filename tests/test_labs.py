@@ -94,3 +94,11 @@ class TestLab04(LabSelfCheck):
 
 class TestLab02(LabSelfCheck):
     lab = "lab02_init_normalization"
+
+
+class TestLab03(LabSelfCheck):
+    lab = "lab03_cnn"
+
+
+class TestLab06(LabSelfCheck):
+    lab = "lab06_transformers"
