@@ -102,3 +102,7 @@ class TestLab03(LabSelfCheck):
 
 class TestLab06(LabSelfCheck):
     lab = "lab06_transformers"
+
+
+class TestLab05(LabSelfCheck):
+    lab = "lab05_regularization_data"
