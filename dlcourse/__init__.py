@@ -2,17 +2,18 @@
 
 Notebooks start with ``cfg = dlcourse.setup(seed=0)``. Modules, one concept each:
 ``config`` (scale, seed, device), ``data`` (offline datasets), ``models`` (reference models), ``train``
-(fit/evaluate), ``viz`` (figures), ``diagnose`` (training diagnostics: the LR range test),
+(fit/evaluate, with AMP, accumulation, clipping and checkpoints), ``text`` (offline text corpus and tokenizer), ``viz`` (figures), ``diagnose`` (training diagnostics: the LR range test),
 ``grading`` (lab building, lint, autograding), ``cli`` (the ``dlcourse`` command).
 """
 
-from . import data, diagnose, models, train, viz
+from . import data, diagnose, models, text, train, viz
 from .config import SCALES, Config, ScaleError, environment_report, pick_device, seed_everything, setup
-from .train import History, evaluate, fit, predict
+from .train import History, evaluate, fit, load_checkpoint, predict, save_checkpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SCALES", "Config", "ScaleError", "environment_report", "pick_device", "seed_everything", "setup",
-    "History", "evaluate", "fit", "predict", "data", "diagnose", "models", "train", "viz",
+    "History", "evaluate", "fit", "load_checkpoint", "predict", "save_checkpoint",
+    "data", "diagnose", "models", "text", "train", "viz",
 ]

@@ -1,14 +1,18 @@
 """One readable training loop: ``fit`` trains for some epochs and records a ``History``; ``evaluate`` scores a model.
 
 Introduced in notebook 01, after the same loop has been written by hand; later notebooks call it instead of copying
-a loop. The loop body is exactly the five lines every PyTorch loop has (forward, loss, zero_grad, backward, step);
+a loop. The loop body is the five lines every PyTorch loop has (forward, loss, zero_grad, backward, step);
 everything else is bookkeeping kept off the hot path: losses are summed on the device and read once per epoch.
+The options added by the scaling notebooks (mixed precision, gradient accumulation, clipping, checkpoints) wrap
+those lines without changing them when switched off.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -125,28 +129,65 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: LossFn = F.cross_ent
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
         val_loader: DataLoader | None = None, *, num_epochs: int = 1, loss_fn: LossFn = F.cross_entropy,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, scheduler_step: str = "epoch",
-        device: torch.device | str | None = None, progress: bool = True, callbacks: Sequence[Callback] = ()
+        device: torch.device | str | None = None, progress: bool = True, callbacks: Sequence[Callback] = (),
+        amp: bool = False, amp_dtype: torch.dtype | None = None, accumulate: int = 1,
+        clip_grad_norm: float | None = None, checkpoint: str | os.PathLike | None = None, resume: bool = False,
         ) -> History:
     """Train ``model`` for ``num_epochs`` and return its :class:`History`.
 
-    ``scheduler`` is stepped once per epoch (``scheduler_step="epoch"``) or once per batch (``"batch"``, e.g. for
-    OneCycleLR). Batches are moved to ``device`` (default: where the model's parameters are). The progress bar shows
-    one bar for the whole run with the latest epoch's metrics; ``progress=False`` hides it. Each callback is called
-    after every epoch with the history so far; if any returns True, training stops after that epoch.
+    ``scheduler`` is stepped once per epoch (``scheduler_step="epoch"``) or once per optimizer step (``"batch"``,
+    e.g. for OneCycleLR). Batches are moved to ``device`` (default: where the model's parameters are). The progress
+    bar shows one bar for the whole run with the latest epoch's metrics; ``progress=False`` hides it. Each callback
+    is called after every epoch with the history so far; if any returns True, training stops after that epoch.
+
+    The options taught in the scaling notebooks (07 mixed precision, 08 memory):
+
+    - ``amp=True`` runs the forward pass and the loss under ``torch.autocast`` in ``amp_dtype`` (default: float16 on
+      CUDA, bfloat16 elsewhere). With float16 a ``torch.amp.GradScaler`` scales the loss so that small gradients do
+      not underflow, and skips the steps whose gradients overflowed; bfloat16 has float32's range and needs none.
+    - ``accumulate=k`` sums the gradients of ``k`` consecutive batches before each optimizer step. Each batch's
+      mean loss is divided by the number of batches in its group, so with equal batch sizes one step equals one
+      step on the ``k``-times larger batch (the last group of an epoch may be shorter; it still steps).
+    - ``clip_grad_norm=c`` rescales the gradients (after unscaling) so that their global L2 norm is at most ``c``;
+      the history then records ``grad_norm``, the mean norm before clipping over the epoch's finite steps.
+    - ``checkpoint=path`` saves model, optimizer, scheduler, scaler, history and random-number state to ``path``
+      after every epoch (written to a temporary file, then renamed: a crash never leaves half a checkpoint).
+      With ``resume=True`` and an existing file, training continues after the saved epoch and, given the same
+      model, optimizer and loaders, reproduces the uninterrupted run.
     """
     if scheduler_step not in ("epoch", "batch"):
         raise ValueError(f"scheduler_step must be 'epoch' or 'batch', not {scheduler_step!r}")
     if num_epochs < 1:
         raise ValueError(f"num_epochs must be at least 1, not {num_epochs}")
+    if not isinstance(accumulate, int) or accumulate < 1:
+        raise ValueError(f"accumulate must be a whole number of batches >= 1, not {accumulate!r}")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ValueError(f"clip_grad_norm must be positive (or None to switch clipping off), not {clip_grad_norm!r}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<path> to resume from")
     device = torch.device(device) if device is not None else _model_device(model)
+    if amp_dtype is None:
+        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    step = _Stepper(model, optimizer, scheduler if scheduler_step == "batch" else None, device, amp, amp_dtype,
+                    accumulate, clip_grad_norm)
     history = History()
-    bar = tqdm(total=num_epochs * len(train_loader), desc="fit", unit="batch", disable=not progress)
+    if resume and Path(checkpoint).exists():
+        saved = load_checkpoint(checkpoint, model, optimizer)
+        _restore_run_state(saved, scheduler, step.scaler, train_loader)
+        history.records = list(saved["history"])
+    first_epoch = len(history) + 1
+    bar = tqdm(total=max(0, num_epochs - len(history)) * len(train_loader), desc="fit", unit="batch",
+               disable=not progress)
     try:
-        for epoch in range(1, num_epochs + 1):
-            history.records.append(_train_epoch(model, optimizer, train_loader, val_loader, loss_fn, scheduler,
-                                                scheduler_step, device, epoch, bar))
+        for epoch in range(first_epoch, num_epochs + 1):
+            history.records.append(_train_epoch(model, step, train_loader, val_loader, loss_fn, device, epoch, bar))
+            if scheduler is not None and scheduler_step == "epoch":
+                scheduler.step()
             bar.set_postfix({k: f"{v:.3f}" for k, v in history.last.items()
                              if k.endswith(("loss", "acc")) and v is not None})
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, model, optimizer, **_run_state(history, scheduler, step.scaler,
+                                                                             train_loader))
             if any([bool(callback(history)) for callback in callbacks]):  # a list: every callback sees every epoch
                 break
     finally:
@@ -154,35 +195,145 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
     return history
 
 
-def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
-                 val_loader: DataLoader | None, loss_fn: LossFn, scheduler, scheduler_step: str,
-                 device: torch.device, epoch: int, bar) -> dict[str, float | None]:
+class _Stepper:
+    """The backward pass and optimizer step of :func:`fit`, with autocast, loss scaling, accumulation, clipping."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch_scheduler, device: torch.device,
+                 amp: bool, amp_dtype: torch.dtype, accumulate: int, clip_grad_norm: float | None) -> None:
+        self.model, self.optimizer, self.batch_scheduler = model, optimizer, batch_scheduler
+        self.autocast = torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
+        self.accumulate, self.clip_grad_norm = accumulate, clip_grad_norm
+        self.grad_norms: list[torch.Tensor] = []
+
+    def backward(self, loss: torch.Tensor, group_size: int) -> None:
+        self.scaler.scale(loss / group_size).backward()
+
+    def step(self) -> None:
+        if self.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            self.grad_norms.append(nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.batch_scheduler is not None:
+            self.batch_scheduler.step()
+
+    def mean_grad_norm(self) -> float | None:
+        """Mean pre-clipping gradient norm over the steps since the last call (skipped, non-finite steps left out)."""
+        if self.clip_grad_norm is None:
+            return None
+        norms = torch.stack(self.grad_norms).double() if self.grad_norms else torch.zeros(0)
+        self.grad_norms = []
+        finite = norms[torch.isfinite(norms)]
+        return float(finite.mean()) if len(finite) else float("nan")
+
+
+def _train_epoch(model: nn.Module, step: _Stepper, train_loader: DataLoader, val_loader: DataLoader | None,
+                 loss_fn: LossFn, device: torch.device, epoch: int, bar) -> dict[str, float | None]:
     """One pass over ``train_loader`` (then ``val_loader``); returns the epoch's History record."""
     start = time.perf_counter()
     model.train()
-    lr = optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
+    lr = step.optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
     tally = _Tally()
-    for X, y in train_loader:
+    num_batches = len(train_loader)
+    step.optimizer.zero_grad(set_to_none=True)
+    for i, (X, y) in enumerate(train_loader):
         X, y = X.to(device), y.to(device)
-        y_hat = model(X)
-        loss = loss_fn(y_hat, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None and scheduler_step == "batch":
-            scheduler.step()
+        with step.autocast:
+            y_hat = model(X)
+            loss = loss_fn(y_hat, y)
+        group_start = i - i % step.accumulate
+        step.backward(loss, min(step.accumulate, num_batches - group_start))
+        if (i + 1) % step.accumulate == 0 or i + 1 == num_batches:
+            step.step()
         tally.add(loss, y_hat, y)
         bar.update()
-    if scheduler is not None and scheduler_step == "epoch":
-        scheduler.step()
     train_loss, train_acc = tally.result()
     record: dict[str, float | None] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                                        "val_loss": None, "val_acc": None, "lr": lr}
+    if step.clip_grad_norm is not None:
+        record["grad_norm"] = step.mean_grad_norm()
     if val_loader is not None:
         scores = evaluate(model, val_loader, loss_fn, device)
         record["val_loss"], record["val_acc"] = scores["loss"], scores["acc"]
     record["seconds"] = time.perf_counter() - start
     return record
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    **extra) -> Path:
+    """Save ``model`` (and ``optimizer``) state plus any ``extra`` values to ``path``; returns the path.
+
+    The file is written next to ``path`` under a temporary name and then renamed over it, so an interrupted save
+    leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), **extra}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    map_location: torch.device | str | None = None) -> dict:
+    """Load a :func:`save_checkpoint` file into ``model`` (and ``optimizer``); returns everything it holds.
+
+    Tensors are mapped to the model's device unless ``map_location`` says otherwise. Only plain data is
+    unpickled (``weights_only=True``): a checkpoint cannot run code on load.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if map_location is None:
+        map_location = _model_device(model)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated or foreign files raise many different exceptions
+        raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error}); the file was "
+                         f"left as it is: delete or rename it to start from scratch") from error
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is not a dlcourse checkpoint (no 'model' entry); the file was left as it is")
+    model.load_state_dict(state["model"])
+    if optimizer is not None:
+        if "optimizer" not in state:
+            raise ValueError(f"{path} holds no optimizer state; pass optimizer=None to load the model only")
+        optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def _run_state(history: History, scheduler, scaler: torch.amp.GradScaler, train_loader: DataLoader) -> dict:
+    """What fit needs besides model and optimizer to resume exactly where it stopped."""
+    generator = getattr(train_loader, "generator", None)
+    return {
+        "history": history.records,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "loader": generator.get_state() if generator is not None else None},
+    }
+
+
+def _restore_run_state(saved: dict, scheduler, scaler: torch.amp.GradScaler, train_loader: DataLoader) -> None:
+    if scheduler is not None and saved.get("scheduler") is not None:
+        scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    rng = saved["rng"]
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
+    generator = getattr(train_loader, "generator", None)
+    if generator is not None and rng["loader"] is not None:
+        generator.set_state(rng["loader"].cpu())
 
 
 @torch.no_grad()

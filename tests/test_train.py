@@ -393,3 +393,150 @@ def test_callbacks_see_every_epoch_and_can_stop_training():
     history = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, num_epochs=5, progress=False,
                   callbacks=[stop_after_two, watcher])
     assert len(history) == 2 and seen_a == [1, 2] and seen_b == [1, 2]
+
+
+# --- The scaling options: AMP, accumulation, clipping, checkpoints ---------------------------------------------
+
+
+def _params(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("accumulate", [2, 4])
+def test_accumulation_equals_the_large_batch(accumulate):
+    """k batches of 8 with accumulate=k take the same step as one batch of 8k (SGD, mean loss)."""
+    X, y = _blobs(64)
+    small = DataLoader(TensorDataset(X, y), batch_size=8)
+    large = DataLoader(TensorDataset(X, y), batch_size=8 * accumulate)
+    model_a, model_b = _mlp(), _mlp()
+    fit(model_a, torch.optim.SGD(model_a.parameters(), lr=0.5), small, num_epochs=3, accumulate=accumulate,
+        progress=False)
+    fit(model_b, torch.optim.SGD(model_b.parameters(), lr=0.5), large, num_epochs=3, progress=False)
+    for a, b in zip(model_a.parameters(), model_b.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_last_short_group_is_the_mean_of_its_batches():
+    """5 batches with accumulate=2: groups (2, 2, 1); the lone last batch is not divided by 2."""
+    X, y = _blobs(40)
+    loader = DataLoader(TensorDataset(X, y), batch_size=8)
+    model = _mlp()
+    expected = copy.deepcopy(model)
+    opt = torch.optim.SGD(expected.parameters(), lr=0.3)
+    batches = list(loader)
+    for group in (batches[0:2], batches[2:4], batches[4:5]):
+        opt.zero_grad()
+        for Xb, yb in group:
+            (F.cross_entropy(expected(Xb), yb) / len(group)).backward()
+        opt.step()
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.3), loader, accumulate=2, progress=False)
+    for a, b in zip(model.parameters(), expected.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_clipping_records_the_pre_clip_norm_and_bounds_the_step():
+    train, _ = _loaders()
+    model = _mlp()
+    before = _params(model)
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=1.0), train, clip_grad_norm=1e-3, progress=False)
+    assert history.last["grad_norm"] > 1e-3  # the raw gradients are larger than the bound...
+    moved = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert moved <= 1e-3 * len(train) + 1e-6  # ...but each of the 7 steps moved the parameters at most lr * 1e-3
+
+
+def test_no_grad_norm_key_without_clipping():
+    train, _ = _loaders()
+    model = _mlp()
+    assert "grad_norm" not in fit(model, torch.optim.SGD(model.parameters(), lr=0.1), train, progress=False).last
+
+
+def test_amp_bf16_on_cpu_learns_and_stays_close_to_fp32():
+    train, val = _loaders()
+    model_32, model_16 = _mlp(), _mlp()
+    h32 = fit(model_32, torch.optim.SGD(model_32.parameters(), lr=0.2), train, val, num_epochs=5, progress=False)
+    h16 = fit(model_16, torch.optim.SGD(model_16.parameters(), lr=0.2), train, val, num_epochs=5, amp=True,
+              progress=False)
+    assert h16.last["val_acc"] >= 0.8
+    assert abs(h16.last["train_loss"] - h32.last["train_loss"]) < 0.05  # bf16 keeps ~3 significant digits
+    assert all(p.dtype == torch.float32 for p in model_16.parameters())  # autocast never changes the weights
+
+
+def test_amp_fp16_uses_a_grad_scaler_that_skips_overflowing_steps():
+    """With float16 a GradScaler is used: a huge loss overflows, the step is skipped and the parameters stay."""
+    train, _ = _loaders()
+    model = _mlp()
+    before = _params(model)
+    huge = lambda y_hat, y: F.cross_entropy(y_hat, y) * 1e30  # noqa: E731 - inf in fp16 after scaling
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), train, loss_fn=huge, amp=True,
+        amp_dtype=torch.float16, progress=False)
+    for a, b in zip(model.parameters(), before):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"accumulate": 0}, "accumulate"), ({"accumulate": 1.5}, "accumulate"),
+    ({"clip_grad_norm": 0.0}, "clip_grad_norm"), ({"resume": True}, "checkpoint"),
+])
+def test_invalid_scaling_options_raise(kwargs, message):
+    train, _ = _loaders()
+    model = _mlp()
+    with pytest.raises(ValueError, match=message):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), train, progress=False, **kwargs)
+
+
+def _resumable_run(tmp_path, num_epochs: int, *, resume: bool):
+    """A run with dropout (global RNG), a shuffled loader (its own generator), momentum and a schedule."""
+    train, val = _loaders()
+    model = _mlp(seed=1, dropout=0.3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    history = fit(model, optimizer, train, val, num_epochs=num_epochs, scheduler=scheduler,
+                  checkpoint=tmp_path / "run.pt", resume=resume, progress=False)
+    return model, history
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    straight, straight_history = _resumable_run(tmp_path / "a", 4, resume=False)
+    _resumable_run(tmp_path / "b", 2, resume=False)  # "interrupted" after 2 epochs
+    torch.manual_seed(123)  # whatever happened in between must not matter
+    resumed, resumed_history = _resumable_run(tmp_path / "b", 4, resume=True)
+    assert resumed_history["epoch"] == [1, 2, 3, 4]
+    assert resumed_history["train_loss"] == pytest.approx(straight_history["train_loss"], rel=1e-6)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_resume_without_a_file_starts_fresh(tmp_path):
+    _, history = _resumable_run(tmp_path, 2, resume=True)
+    assert history["epoch"] == [1, 2]
+    assert (tmp_path / "run.pt").exists()
+
+
+def test_corrupt_checkpoint_gives_a_clear_error_and_is_kept(tmp_path):
+    from dlcourse.train import load_checkpoint
+
+    path = tmp_path / "run.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        _resumable_run(tmp_path, 2, resume=True)
+    assert path.read_bytes() == b"not a checkpoint"
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt", _mlp())
+
+
+def test_save_and_load_checkpoint_round_trip(tmp_path):
+    from dlcourse.train import load_checkpoint, save_checkpoint
+
+    model = _mlp(seed=3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    train, _ = _loaders()
+    fit(model, optimizer, train, progress=False)
+    save_checkpoint(tmp_path / "ckpt" / "m.pt", model, optimizer, note="hello")
+    fresh = _mlp(seed=4)
+    fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=0.01)
+    state = load_checkpoint(tmp_path / "ckpt" / "m.pt", fresh, fresh_optimizer)
+    assert state["note"] == "hello"
+    for a, b in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)
+    assert fresh_optimizer.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    assert not list((tmp_path / "ckpt").glob("*.tmp"))
