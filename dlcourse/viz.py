@@ -25,7 +25,8 @@ def _detached(fig: Figure) -> Figure:
 def plot_history(history: History, title: str | None = None) -> Figure:
     """Loss (left) and accuracy (right, when recorded) per epoch, train and validation."""
     epochs = history["epoch"]
-    has_acc = any(v is not None for v in history["train_acc"])
+    # Soft-label training (mixup, CutMix) records no train accuracy, but validation still has one.
+    has_acc = any(v is not None for v in history["train_acc"] + history["val_acc"])
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5, 3.5), squeeze=False)
     panels = [("loss", axes[0, 0])] + ([("acc", axes[0, 1])] if has_acc else [])
     for metric, ax in panels:

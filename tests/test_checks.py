@@ -34,6 +34,18 @@ def test_close(actual, expected, ok, fragment):
     assert passed is ok and fragment in why
 
 
+def test_close_can_require_the_dtype():
+    half, full = torch.ones(3, dtype=torch.bfloat16), torch.ones(3)
+    assert K.compare("close", K.encode(half), K.encode(full), {"rtol": 1e-5, "atol": 1e-8})[0] is True
+    ok, why = K.compare("close", K.encode(half), K.encode(full), {"rtol": 1e-5, "atol": 1e-8, "dtype": True})
+    assert ok is False and why == "dtype bfloat16, expected float32"
+    ok, why = K.compare("close", K.encode([full, half]), K.encode([full, full]), {"dtype": True})
+    assert ok is False and why.startswith("item 1: dtype")
+    K.check_close("same dtype passes in learner mode", full, expected=torch.ones(3), dtype=True)
+    with pytest.raises(AssertionError, match="dtype"):
+        K.check_close("other dtype fails", half, expected=full, dtype=True)
+
+
 def test_equal_true_at_least_and_accuracy():
     assert K.compare("equal", K.encode("smoke"), K.encode("smoke"), {}) == (True, "")
     assert K.compare("equal", K.encode(3), K.encode(3.0), {})[0] is False  # the type matters

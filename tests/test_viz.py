@@ -59,6 +59,16 @@ def test_plot_history_without_accuracy_has_one_panel():
     assert fig.axes[0].get_ylabel() == "loss"
 
 
+def test_plot_history_soft_labels_still_show_validation_accuracy():
+    """Mixup/CutMix record no train accuracy (soft targets); the accuracy panel must still show val accuracy."""
+    history = _history()
+    for record in history.records:
+        record["train_acc"] = None
+    fig = plot_history(history)
+    assert len(fig.axes) == 2
+    assert list(_lines(fig.axes[1])) == ["val"]
+
+
 def test_plot_history_without_validation_has_train_lines_only():
     fig = plot_history(_history(val=False))
     assert len(fig.axes) == 2

@@ -121,7 +121,7 @@ def compare(kind: str, actual: Any, reference: Any, spec: dict) -> tuple[bool, s
         ok = actual == reference
         return ok, "" if ok else "the value is not the expected one"
     if kind == "close":
-        return _close(actual, reference, spec.get("rtol", 1e-5), spec.get("atol", 1e-8))
+        return _close(actual, reference, spec.get("rtol", 1e-5), spec.get("atol", 1e-8), spec.get("dtype", False))
     raise ValueError(f"unknown check kind {kind!r}")
 
 
@@ -137,11 +137,13 @@ def _describe(v: dict) -> str:
     return str(v.get("type"))
 
 
-def _close(actual: dict, reference: dict, rtol: float, atol: float) -> tuple[bool, str]:
+def _close(actual: dict, reference: dict, rtol: float, atol: float, dtype: bool = False) -> tuple[bool, str]:
     kind = actual["type"]
     if kind in ("tensor", "ndarray"):
         if actual.get("shape") != reference.get("shape"):
             return False, f"shape {tuple(actual['shape'])}, expected {tuple(reference['shape'])}"
+        if dtype and actual.get("dtype") != reference.get("dtype"):
+            return False, f"dtype {actual.get('dtype')}, expected {reference.get('dtype')}"
         a = torch.tensor([_number(x) for x in actual["data"]], dtype=torch.float64)
         b = torch.tensor([_number(x) for x in reference["data"]], dtype=torch.float64)
         return _close_tensors(a, b, rtol, atol)
@@ -155,7 +157,7 @@ def _close(actual: dict, reference: dict, rtol: float, atol: float) -> tuple[boo
         for i, (x, y) in enumerate(zip(actual["data"], reference["data"])):
             if x.get("type") != y.get("type"):
                 return False, f"item {i}: expected a {_describe(y)}, got a {_describe(x)}"
-            ok, why = _close(x, y, rtol, atol)
+            ok, why = _close(x, y, rtol, atol, dtype)
             if not ok:
                 return False, f"item {i}: {why}"
         return True, ""
@@ -208,9 +210,15 @@ def _run(kind: str, name: str, actual: Any, expected: Any, spec: dict, hint: str
 
 
 def check_close(name: str, actual: Any, expected: Any = _MISSING, *, rtol: float = 1e-5, atol: float = 1e-8,
-                weight: float = 1.0, hint: str = "") -> None:
-    """``actual`` equals the right value up to tolerance (tensors: same type, shape; then allclose)."""
-    _run("close", name, actual, expected, {"rtol": rtol, "atol": atol, "weight": weight}, hint)
+                dtype: bool = False, weight: float = 1.0, hint: str = "") -> None:
+    """``actual`` equals the right value up to tolerance (tensors: same type, shape; then allclose).
+
+    ``dtype=True`` also requires tensors and arrays (also inside lists) to have the right dtype.
+    """
+    spec = {"rtol": rtol, "atol": atol, "weight": weight}
+    if dtype:
+        spec["dtype"] = True
+    _run("close", name, actual, expected, spec, hint)
 
 
 def check_equal(name: str, actual: Any, expected: Any = _MISSING, *, weight: float = 1.0, hint: str = "") -> None:
