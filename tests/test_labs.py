@@ -106,3 +106,8 @@ class TestLab06(LabSelfCheck):
 
 class TestLab05(LabSelfCheck):
     lab = "lab05_regularization_data"
+
+
+
+class TestLab12(LabSelfCheck):
+    lab = "lab12_compression_export"

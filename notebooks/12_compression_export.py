@@ -1,0 +1,838 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python (dlcourse)
+#     language: python
+#     name: dlcourse
+# ---
+
+# %% [markdown]
+# # 12 · Compression and export
+#
+# A trained model is usually too big, too slow, or tied to the Python process that trained it. This notebook
+# takes one trained network and shrinks it three ways: fewer bits per weight (int8 quantisation), fewer weights
+# (pruning), and a smaller network that learns from the big one (knowledge distillation). Then it takes the
+# model out of Python: `torch.export` captures it as a graph, ONNX stores that graph in a portable file, and
+# ONNX Runtime runs it. Every size, speed and accuracy is measured here, on the machine running the notebook.
+#
+# **Learning goals**
+# - Quantise a tensor to int8 from scratch, symmetric and asymmetric (with a zero point), state the rounding
+#   error bound and check it, and match `torch.quantize_per_tensor` bit for bit.
+# - Apply dynamic int8 quantisation to a model's linear layers and measure size on disk, latency and accuracy.
+# - Prune by magnitude, unstructured (global and per layer) and structured (whole neurons), reproduce
+#   `torch.nn.utils.prune`'s masks, and plot accuracy against sparsity.
+# - Write the temperature-scaled distillation loss and train a small student that beats the same student
+#   trained alone on the same budget.
+# - Export with `torch.export` and to ONNX with a dynamic batch dimension, run it in ONNX Runtime, and check that
+#   its outputs equal PyTorch's.
+#
+# **Prerequisites:** notebook 01 (training loop, `dlcourse.fit`, cross-entropy and softmax); notebook 05 helps
+# (regularisation). Softmax with a temperature and the KL divergence are explained here.
+#
+# **Time:** seconds at `smoke`; a couple of minutes at `small` on a laptop CPU; at `full` the same experiments
+# with a wider teacher, more seeds and more epochs. The last cell prints how long this run took on your machine.
+#
+# The ONNX section needs the `export` extra (`onnx`, `onnxscript`, `onnxruntime`); `make lab` installs it, or
+# `pip install "dlcourse[export]"`.
+
+# %%
+import contextlib
+import copy
+import importlib.util
+import io
+import logging
+import math
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune
+
+import dlcourse
+from dlcourse.models import count_parameters, mlp
+
+cfg = dlcourse.setup(seed=0)
+device = cfg.device
+t_start = time.perf_counter()
+run_tmp = tempfile.TemporaryDirectory(prefix="dlcourse-12-")  # removed at the end (or when the kernel exits)
+run_dir = Path(run_tmp.name)                                  # every file this notebook writes goes here
+print("files go to a temporary run directory:", run_dir)
+
+# %% [markdown]
+# ## 1. A model worth compressing
+# The **teacher**: an MLP on the 8×8 digits (64 pixels → two wide hidden layers → 10 logits). Every method below
+# starts from this one trained model, so their numbers are comparable. Three small helpers measure what
+# compression is about: the size of the saved weights on disk, the latency of a forward pass (the best of
+# several repeats, because a shared machine only ever makes code *slower*), and test accuracy.
+
+# %%
+splits = dlcourse.data.digits(flatten=True, seed=cfg.seed)
+X_train, y_train = splits.train.tensors                  # (N_train, 64), (N_train,)
+X_test, y_test = splits.test.tensors                     # (N_test, 64), (N_test,)
+train_loader, val_loader, test_loader = splits.loaders(batch_size=64, seed=cfg.seed)
+
+hidden = cfg.pick(smoke=512, small=1024, full=2048)
+num_epochs = cfg.pick(smoke=6, small=20, full=40)
+torch.manual_seed(cfg.seed)
+teacher = mlp(64, [hidden, hidden], 10).to(device)
+history = dlcourse.fit(teacher, torch.optim.Adam(teacher.parameters(), lr=1e-3), train_loader, val_loader,
+                       num_epochs=num_epochs, progress=cfg.pick(smoke=False, small=True, full=True))
+teacher.eval()
+teacher_cpu = copy.deepcopy(teacher).cpu().eval()        # int8 kernels and ONNX Runtime run on the CPU
+print(teacher_cpu, f"\n{count_parameters(teacher_cpu):,} parameters")
+
+
+# %%
+def test_accuracy(model: nn.Module) -> float:
+    """Accuracy on the digits test split (the model stays on its own device)."""
+    return dlcourse.evaluate(model, test_loader)["acc"]
+
+
+def size_on_disk(model: nn.Module, name: str) -> int:
+    """Bytes of ``model.state_dict()`` saved with torch.save into the run directory."""
+    path = run_dir / f"{name}.pt"
+    torch.save(model.state_dict(), path)
+    return path.stat().st_size
+
+
+def latency_ms(fn, X, *, repeats: int = cfg.pick(smoke=5, small=10, full=20),
+               number: int = cfg.pick(smoke=10, small=10, full=20)) -> float:
+    """Milliseconds per call of ``fn(X)``: best of ``repeats`` timings of ``number`` calls, after a warm-up."""
+    with torch.inference_mode():
+        fn(X)
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn(X)
+            best = min(best, (time.perf_counter() - t0) / number)
+    return 1e3 * best
+
+
+def show_table(header: tuple, rows: list[tuple]) -> None:
+    """Print rows as an aligned text table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for i, row in enumerate((header, *rows)):
+        cells = [str(x).ljust(w) if j == 0 else str(x).rjust(w) for j, (x, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+teacher_acc = test_accuracy(teacher_cpu)
+print(f"teacher test accuracy {teacher_acc:.1%}, "
+      f"weights on disk {size_on_disk(teacher_cpu, 'teacher') / 1024:.0f} KiB")
+assert teacher_acc > cfg.pick(smoke=0.9, small=0.95, full=0.95)
+
+# %% [markdown]
+# ## 2. Int8 quantisation of one tensor, from scratch
+# Quantisation stores a float tensor `x` as small integers `q` plus one float `scale` and one integer
+# `zero_point`, related by the affine map
+# $$x \approx \hat x = \text{scale}\cdot(q - \text{zero\_point}), \qquad q = \operatorname{clamp}\big(\operatorname{round}(x/\text{scale}) + \text{zero\_point},\,-128,\,127\big).$$
+# An int8 takes a quarter of a float32's bytes. Two ways to choose `scale` and `zero_point`:
+#
+# - **Symmetric**: `zero_point = 0` and `scale = max|x| / 127`, so $[-\max|x|, \max|x|]$ maps onto
+#   $[-127, 127]$. Simple, and zero is exact. It wastes half the codes when `x` is one-sided (ReLU outputs are
+#   never negative).
+# - **Asymmetric** (affine): the range $[lo, hi] = [\min(x, 0), \max(x, 0)]$ maps onto all 256 codes
+#   $[-128, 127]$: `scale = (hi − lo) / 255` and `zero_point = −128 − round(lo / scale)`, the integer that
+#   stands for 0.0 (the range includes 0 so that zero, e.g. padding or a ReLU's output, is exact).
+#
+# **Error bound.** For every value inside the range, `round` moves $x/\text{scale}$ by at most ½, so
+# $|x - \hat x| \le \text{scale}/2$. Values outside the range are clipped, and their error is unbounded; that is
+# why the range comes from the data. To reproduce PyTorch's codes bit for bit, we compute the scale in float32
+# and multiply by its reciprocal `1 / scale` instead of dividing, as PyTorch's kernels do (the two can differ by
+# one code when $x/\text{scale}$ lands within rounding of a halfway point); `torch.round` rounds halves to even,
+# like those kernels.
+
+# %%
+def quantize_symmetric(x: torch.Tensor, qmax: float = 127.0) -> tuple[torch.Tensor, float, int]:
+    """x (any shape, float) -> (q int8 of x's shape, scale, zero_point = 0), with scale = max|x| / qmax."""
+    amax = x.abs().max()                                   # () float32, like every scale below
+    scale = amax / qmax if amax > 0 else torch.ones(())    # an all-zero tensor: any scale works
+    q = torch.clamp(torch.round(x * (1 / scale)), -128, 127).to(torch.int8)
+    return q, scale.item(), 0
+
+
+def quantize_asymmetric(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+    """x (any shape, float) -> (q int8, scale, zero_point): [min(x, 0), max(x, 0)] mapped onto [-128, 127]."""
+    lo, hi = x.min().clamp(max=0), x.max().clamp(min=0)   # () each: the range always contains 0
+    scale = (hi - lo) / 255 if hi > lo else torch.ones(())
+    zero_point = int(-128 - torch.round(lo / scale))       # the code that stands for 0.0
+    q = torch.clamp(torch.round(x * (1 / scale)) + zero_point, -128, 127).to(torch.int8)
+    return q, scale.item(), zero_point
+
+
+def dequantize(q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """int8 codes -> float32 values scale * (q - zero_point)."""
+    return (q.to(torch.float32) - zero_point) * scale
+
+
+# %% [markdown]
+# Check both against PyTorch's quantised tensors (`torch.quantize_per_tensor`, which stores the same int8 codes)
+# and against fake quantisation (`torch.fake_quantize_per_tensor_affine`: quantise and dequantise in one float
+# operation, used in quantisation-aware training). Both are deprecated in favour of the `torchao` library (they
+# warn), but they are still the reference for what int8 means in PyTorch. The test tensors: a weight matrix of the
+# teacher (roughly symmetric around 0) and the teacher's first-layer ReLU activations (never negative).
+
+# %%
+warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated")  # shown once in section 3
+
+W1 = teacher_cpu[3].weight.detach()                                      # (hidden, hidden) second-layer weights
+with torch.no_grad():
+    H1 = teacher_cpu[2](teacher_cpu[1](X_test))                          # (N_test, hidden), all >= 0
+rows = []
+for tensor_name, x in (("weights", W1), ("ReLU activations", H1)):
+    for scheme, quantize in (("symmetric", quantize_symmetric), ("asymmetric", quantize_asymmetric)):
+        q, scale, zp = quantize(x)
+        x_hat = dequantize(q, scale, zp)
+        reference = torch.quantize_per_tensor(x, scale, zp, torch.qint8)
+        assert torch.equal(q, reference.int_repr()), "the int8 codes must equal PyTorch's"
+        assert torch.allclose(x_hat, reference.dequantize(), rtol=0, atol=0)
+        fake = torch.fake_quantize_per_tensor_affine(x, scale, zp, -128, 127)
+        assert torch.allclose(x_hat, fake, rtol=0, atol=1e-7)
+        err = (x - x_hat).abs().max().item()
+        assert err <= scale / 2 * (1 + 1e-4), "inside the range: error at most scale/2 (plus float rounding)"
+        rows.append((tensor_name, scheme, f"{scale:.2e}", zp, f"{err:.2e}", f"{scale / 2:.2e}",
+                     f"{(x - x_hat).pow(2).mean().sqrt().item():.2e}"))
+show_table(("tensor", "scheme", "scale", "zero_point", "max |error|", "scale/2", "RMS error"), rows)
+
+# %% [markdown]
+# The codes equal PyTorch's exactly, and the largest error sits right at `scale/2`. On the weights the two schemes
+# are close (the range is nearly symmetric). On the ReLU activations the symmetric scheme never uses the 128
+# negative codes, so its scale, and its error, is about twice the asymmetric one's.
+#
+# **One outlier ruins a per-tensor scale.** A single large weight sets `max|x|` for the whole tensor, and every
+# other weight is then rounded on a coarse grid. Giving each output row (each *channel*) its own scale fixes that
+# for all rows but the outlier's: that is per-channel quantisation, the default for weights in most int8 toolkits.
+
+# %%
+def quantize_per_row(W: torch.Tensor, qmax: float = 127.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per row: W (out, in) -> (q int8 (out, in), scales (out,))."""
+    amax = W.abs().amax(dim=1, keepdim=True)                              # (out, 1)
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))     # (out, 1)
+    q = torch.clamp(torch.round(W * (1.0 / scale)), -128, 127).to(torch.int8)
+    return q, scale.squeeze(1)
+
+
+W_outlier = W1.clone()
+W_outlier[0, 0] = 20 * W1.abs().max()                                     # one weight twenty times the largest
+q_t, s_t, _ = quantize_symmetric(W_outlier)
+q_r, s_r = quantize_per_row(W_outlier)
+reference = torch.quantize_per_channel(W_outlier, s_r.double(), torch.zeros(len(s_r), dtype=torch.long),
+                                       axis=0, dtype=torch.qint8)
+assert torch.equal(q_r, reference.int_repr())
+others = torch.ones_like(W_outlier, dtype=torch.bool)
+others[0] = False                                                         # every row but the outlier's
+err_tensor = (W_outlier - dequantize(q_t, s_t, 0))[others].abs().mean().item()
+err_row = (W_outlier - q_r.float() * s_r[:, None])[others].abs().mean().item()
+zeroed = (q_t[others] == 0).float().mean().item()
+print(f"mean |error| on the other rows: per-tensor {err_tensor:.2e}, per-row {err_row:.2e} "
+      f"({err_tensor / err_row:.0f}x smaller); per-tensor rounds {zeroed:.0%} of them to 0")
+assert err_row < err_tensor / 5
+
+# %% [markdown]
+# ## 3. Dynamic int8 quantisation of a model
+# `torch.ao.quantization.quantize_dynamic` replaces every `nn.Linear` with a version that stores its weights as
+# int8 (quantised once, now) and quantises each incoming batch of activations on the fly, using that batch's own
+# range: hence *dynamic*, and no calibration data is needed. The matrix product runs on int8 codes with int32
+# accumulation, and the result is scaled back to float. It is a CPU feature (the fbgemm/onednn kernels on x86,
+# qnnpack on ARM).
+#
+# In PyTorch 2.14 `torch.ao.quantization` is deprecated and warns on use; its successor is the separate
+# `torchao` library (`torchao.quantization.quantize_`), which this course does not depend on. The eager-mode
+# API below still works and shows the idea with no extra install.
+
+# %%
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    teacher_int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(teacher_cpu), {nn.Linear},
+                                                          dtype=torch.qint8)
+for message in sorted({str(w.message).splitlines()[0] for w in caught}):
+    print("warning:", message)
+print(teacher_int8)
+
+# %% [markdown]
+# What did it store? The quantised layer's weight is a per-tensor int8 tensor with zero point 0 (labelled
+# "affine", but symmetric in effect). PyTorch's weight observer divides by 127.5 instead of 127 (it spreads the range over all 255 steps of [-128, 127]; the one value
+# that lands on 127.5 is clamped to 127), so our `quantize_symmetric` reproduces it with `qmax=127.5`:
+
+# %%
+stored = teacher_int8[3].weight()                                         # a quantised tensor
+q_ours, scale_ours, _ = quantize_symmetric(teacher_cpu[3].weight.detach(), qmax=127.5)
+print(f"stored: {stored.qscheme()}, scale {stored.q_scale():.6e}, zero_point {stored.q_zero_point()}; "
+      f"ours: scale {scale_ours:.6e}")
+assert torch.equal(stored.int_repr(), q_ours) and math.isclose(stored.q_scale(), scale_ours, rel_tol=1e-6)
+
+# %% [markdown]
+# Now the three numbers that matter, measured: size on disk, latency at batch size 1 (one request at a time) and
+# 256 (a batch job), and test accuracy.
+
+# %%
+X_1, X_256 = X_test[:1], X_test[:256]
+measured = {}
+for name, model in (("fp32", teacher_cpu), ("dynamic int8", teacher_int8)):
+    measured[name] = dict(size=size_on_disk(model, name.replace(" ", "_")), acc=test_accuracy(model),
+                          ms_1=latency_ms(model, X_1), ms_256=latency_ms(model, X_256))
+show_table(("model", "size on disk (KiB)", "latency, batch 1 (ms)", "latency, batch 256 (ms)", "test accuracy"),
+           [(name, f"{m['size'] / 1024:.0f}", f"{m['ms_1']:.3f}", f"{m['ms_256']:.3f}", f"{m['acc']:.1%}")
+            for name, m in measured.items()])
+fp32, int8 = measured["fp32"], measured["dynamic int8"]
+print(f"int8 / fp32: size {int8['size'] / fp32['size']:.2f}x, "
+      f"latency at batch 256 {int8['ms_256'] / fp32['ms_256']:.2f}x, "
+      f"accuracy change {100 * (int8['acc'] - fp32['acc']):+.1f} points")
+assert int8["size"] < 0.35 * fp32["size"], "int8 weights take about a quarter of the bytes"
+assert int8["acc"] >= fp32["acc"] - 0.02, "int8 should cost at most a little accuracy"
+
+# %% [markdown]
+# The size drops to about a quarter (the biases and the per-layer scales stay in float). Speed depends on the
+# batch: at batch 1 the work per layer is tiny and the extra steps (quantise the input, dequantise the output)
+# can cost more than the cheaper matrix product saves; with a large batch the int8 product usually wins on CPUs
+# with int8 instructions. Accuracy barely moves, because the error bound of section 2 is small compared with the
+# margins between logits. On a GPU, eager dynamic quantisation does not apply (these kernels are CPU-only); there
+# you would expect the gains from `torchao`'s int8/float8 kernels under `torch.compile`, which are not measured
+# here.
+#
+# `torchao`, if you have installed it yourself, does the same with `quantize_`; this cell only runs it when the
+# package is present (it is not a dependency of the course).
+
+# %%
+if importlib.util.find_spec("torchao") is not None:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    teacher_ao = copy.deepcopy(teacher_cpu)
+    quantize_(teacher_ao, Int8DynamicActivationInt8WeightConfig())       # in place: int8 weights and inputs
+    print(f"torchao int8: test accuracy {test_accuracy(teacher_ao):.1%}, latency at batch 256 "
+          f"{latency_ms(teacher_ao, X_256):.3f} ms (its kernels are meant to run under torch.compile)")
+else:
+    print("torchao is not installed: skipped (optional: `pip install torchao` to compare it with the above)")
+
+# %% [markdown]
+# ## 4. Pruning: fewer weights
+# **Magnitude pruning** sets the weights with the smallest absolute values to zero and keeps them there with a
+# 0/1 *mask*. Three choices:
+#
+# - **unstructured, global**: rank all weights of all layers together and zero the smallest fraction `s`
+#   (layers with many small weights lose more);
+# - **unstructured, per layer**: zero the smallest fraction `s` of each layer separately;
+# - **structured**: remove whole output neurons, the rows of a weight matrix with the smallest L2 norm
+#   (and the neuron's bias, so that it outputs exactly 0).
+#
+# The number pruned is `round(s · n)`; among equal magnitudes, the element that comes first (in flattened order)
+# is pruned first. A stable sort gives that rule directly.
+
+# %%
+def magnitude_masks(weights: list[torch.Tensor], sparsity: float, scope: str = "global") -> list[torch.Tensor]:
+    """0/1 masks (each of its weight's shape and dtype) zeroing the round(sparsity * n) smallest |w|.
+
+    scope="global" ranks all weights together (n = all of them); scope="layer" prunes each tensor on its own.
+    """
+    if scope == "layer":
+        return [magnitude_masks([w], sparsity)[0] for w in weights]
+    magnitudes = torch.cat([w.detach().abs().flatten() for w in weights])    # (n,)
+    k = round(sparsity * magnitudes.numel())
+    keep = torch.ones_like(magnitudes)
+    keep[torch.argsort(magnitudes, stable=True)[:k]] = 0                     # the k smallest; ties: first first
+    return [m.view_as(w) for m, w in zip(keep.split([w.numel() for w in weights]), weights)]
+
+
+def row_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
+    """0/1 mask of weight's shape (out, in) zeroing the round(amount * out) rows with the smallest L2 norm."""
+    norms = weight.detach().norm(dim=1)                                     # (out,)
+    k = round(amount * len(norms))
+    keep = torch.ones_like(norms)
+    keep[torch.argsort(norms, stable=True)[:k]] = 0
+    return keep[:, None].expand_as(weight).clone()                         # (out, in)
+
+
+def linears(model: nn.Module) -> list[nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def masked_copy(model: nn.Module, masks: list[torch.Tensor], *, neurons: bool = False) -> nn.Module:
+    """A copy of ``model`` whose first len(masks) Linear weights are multiplied by ``masks``.
+
+    neurons=True also zeroes the bias of every pruned row, so a pruned neuron outputs exactly 0.
+    """
+    pruned = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, mask in zip(linears(pruned), masks):
+            layer.weight.mul_(mask)
+            if neurons:
+                layer.bias.mul_(mask[:, 0])
+    return pruned
+
+
+# %% [markdown]
+# `torch.nn.utils.prune` does the same with a reparametrisation: it renames `weight` to `weight_orig`, registers
+# a buffer `weight_mask`, and recomputes `weight = weight_orig * weight_mask` before every forward pass. Our masks
+# must equal its masks, for each of the three kinds:
+
+# %%
+weights = [layer.weight for layer in linears(teacher_cpu)]
+hidden_layers = linears(teacher_cpu)[:-1]      # structured pruning never removes an output class
+rows = []
+for sparsity in (0.3, 0.7, 0.9):
+    reference = copy.deepcopy(teacher_cpu)
+    prune.global_unstructured([(layer, "weight") for layer in linears(reference)],
+                              pruning_method=prune.L1Unstructured, amount=sparsity)
+    same_global = all(torch.equal(ours, layer.weight_mask) for ours, layer in
+                      zip(magnitude_masks(weights, sparsity, "global"), linears(reference)))
+
+    same_layer = all(
+        torch.equal(ours, prune.l1_unstructured(copy.deepcopy(layer), "weight", sparsity).weight_mask)
+        for ours, layer in zip(magnitude_masks(weights, sparsity, "layer"), linears(teacher_cpu)))
+    same_rows = all(
+        torch.equal(row_mask(layer.weight, sparsity),
+                    prune.ln_structured(copy.deepcopy(layer), "weight", sparsity, n=2, dim=0).weight_mask)
+        for layer in hidden_layers)
+    rows.append((sparsity, same_global, same_layer, same_rows))
+    assert same_global and same_layer and same_rows
+show_table(("sparsity", "global = prune.global_unstructured", "per layer = prune.l1_unstructured",
+            "rows = prune.ln_structured"), rows)
+
+# %% [markdown]
+# Ties: `prune` picks the k smallest with `torch.topk`, which makes no promise about which of several equal
+# values it returns; with trained float weights ties almost never happen, so the masks agree. Our rule is
+# deterministic, which a test (or a lab) can rely on:
+
+# %%
+w_ties = torch.tensor([[0.5, -0.1, 0.1], [0.1, 2.0, -0.5]])
+mask = magnitude_masks([w_ties], 4 / 6)[0]           # prune 4 of 6: the three 0.1s, then the first of two 0.5s
+print(mask)
+assert torch.equal(mask, torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
+
+# %% [markdown]
+# **Accuracy against sparsity**, without any retraining. For a fair x-axis, count the weights that are actually
+# gone: for unstructured pruning the zeros; for structured pruning also the next layer's columns that read a
+# removed neuron (they only ever multiply 0), i.e. the weights a smaller dense network would no longer have.
+
+# %%
+def removed_fraction_structured(masks: list[torch.Tensor]) -> float:
+    """Fraction of all Linear weights gone after removing the masked neurons and the columns that read them."""
+    kept_in, kept, total = 64, 0, 0
+    for i, layer in enumerate(linears(teacher_cpu)):
+        kept_out = int(masks[i][:, 0].sum()) if i < len(masks) else layer.out_features
+        kept += kept_out * kept_in
+        total += layer.weight.numel()
+        kept_in = kept_out
+    return 1 - kept / total
+
+
+sparsities = cfg.pick(smoke=[0.0, 0.5, 0.8, 0.9, 0.95, 0.98],
+                      small=[0.0, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99],
+                      full=[0.0, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99])
+curves = {"unstructured, global": [], "unstructured, per layer": [], "structured (neurons)": []}
+for s in sparsities:
+    curves["unstructured, global"].append(
+        (s, test_accuracy(masked_copy(teacher_cpu, magnitude_masks(weights, s)))))
+    curves["unstructured, per layer"].append(
+        (s, test_accuracy(masked_copy(teacher_cpu, magnitude_masks(weights, s, "layer")))))
+    masks = [row_mask(layer.weight, s) for layer in hidden_layers]
+    curves["structured (neurons)"].append(
+        (removed_fraction_structured(masks), test_accuracy(masked_copy(teacher_cpu, masks, neurons=True))))
+
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+for (label, points), marker in zip(curves.items(), "osD"):
+    ax.plot(*zip(*points), marker=marker, markersize=4, label=label)
+ax.axhline(0.1, color="grey", linestyle=":", label="chance")
+ax.set(xlabel="fraction of weights removed", ylabel="test accuracy", ylim=(0, 1.02),
+       title="Magnitude pruning without retraining")
+ax.grid(alpha=0.3)
+ax.legend(loc="lower left")
+plt.close(fig)
+fig
+
+# %%
+acc_at = {label: dict(points) for label, points in curves.items() if "unstructured" in label}
+print(f"accuracy at 50% unstructured global sparsity: {acc_at['unstructured, global'][0.5]:.1%} "
+      f"(dense {teacher_acc:.1%})")
+assert acc_at["unstructured, global"][0.0] == teacher_acc
+assert acc_at["unstructured, global"][0.5] >= teacher_acc - 0.02, "half the weights can go almost for free"
+
+# %% [markdown]
+# Half the weights of an over-wide network can go at almost no cost; near the end every method collapses. Ranking
+# globally does better here than pruning every layer by the same fraction: it takes most from the big middle
+# layer, which has the most redundant weights, and spares the small output layer. Structured pruning looks good on
+# this axis because removing a neuron also removes a column of the next layer, so the weights removed grow roughly
+# with the square of the neurons removed. And it is the only one of the three that makes the model smaller and
+# faster *as it is*: zeros in a dense matrix still take memory and multiply-adds.
+#
+# **Retraining with the mask.** Accuracy lost to pruning mostly comes back with a little fine-tuning, as long as
+# every layer keeps some weights (global pruning takes most from the big middle layer). With
+# `torch.nn.utils.prune` the mask is part of the forward pass, so `dlcourse.fit` can train the pruned model
+# unchanged: gradients reach `weight_orig`, but the pruned entries stay zero. `prune.remove` then makes the
+# pruning permanent (a plain `weight` again, zeros included).
+
+# %%
+# the first sparsity of the curve above that cost more than 5 points of accuracy
+high = min(s for s, acc in curves["unstructured, global"] if acc < teacher_acc - 0.05)
+pruned_model = copy.deepcopy(teacher).train()
+prune.global_unstructured([(layer, "weight") for layer in linears(pruned_model)],
+                          pruning_method=prune.L1Unstructured, amount=high)
+print("zeros per layer:",
+      [f"{(layer.weight_mask == 0).float().mean().item():.1%}" for layer in linears(pruned_model)])
+acc_before = test_accuracy(pruned_model)
+dlcourse.fit(pruned_model, torch.optim.Adam(pruned_model.parameters(), lr=1e-3), train_loader,
+             num_epochs=cfg.pick(smoke=2, small=5, full=10), progress=False)
+acc_after = test_accuracy(pruned_model)
+for layer in linears(pruned_model):
+    prune.remove(layer, "weight")
+zeros = sum(int((layer.weight == 0).sum()) for layer in linears(pruned_model))
+n_weights = sum(layer.weight.numel() for layer in linears(pruned_model))
+print(f"{high:.0%} of the weights pruned: test accuracy {acc_before:.1%} -> {acc_after:.1%} after fine-tuning; "
+      f"zeros after prune.remove: {zeros:,} of {n_weights:,}")
+assert zeros == round(high * n_weights), "fine-tuning must not revive pruned weights"
+assert acc_after > acc_before
+
+# %% [markdown]
+# **Structured pruning, made real.** Removing neurons means slicing: the pruned rows of one layer and the matching
+# columns of the next. The narrower network computes exactly what the masked one computes, with fewer parameters,
+# fewer bytes and less time.
+
+# %%
+def shrink(model: nn.Module, masks: list[torch.Tensor]) -> nn.Sequential:
+    """An MLP (Flatten, Linear, ReLU, ..., Linear) without the neurons whose rows ``masks`` zero."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    kept_in = torch.arange(linears(model)[0].in_features)
+    for i, layer in enumerate(linears(model)):
+        kept_out = masks[i][:, 0].nonzero().flatten() if i < len(masks) else torch.arange(layer.out_features)
+        small = nn.Linear(len(kept_in), len(kept_out))
+        with torch.no_grad():
+            small.weight.copy_(layer.weight[kept_out][:, kept_in])        # rows kept, columns of kept inputs
+            small.bias.copy_(layer.bias[kept_out])
+        layers += [small, nn.ReLU()]
+        kept_in = kept_out
+    return nn.Sequential(*layers[:-1]).eval()                            # no ReLU after the last layer
+
+
+amount = 0.75
+masks = [row_mask(layer.weight, amount) for layer in hidden_layers]
+masked = masked_copy(teacher_cpu, masks, neurons=True)
+narrow = shrink(teacher_cpu, masks)
+with torch.no_grad():
+    assert torch.allclose(narrow(X_test), masked(X_test), atol=1e-5), "slicing must not change the outputs"
+show_table(("model", "parameters", "size on disk (KiB)", "latency, batch 256 (ms)", "test accuracy"),
+           [(name, f"{count_parameters(m):,}", f"{size_on_disk(m, name.split()[0]) / 1024:.0f}",
+             f"{latency_ms(m, X_256):.3f}", f"{test_accuracy(m):.1%}")
+            for name, m in ((f"dense", teacher_cpu), (f"masked ({amount:.0%} of neurons zero)", masked),
+                            (f"narrow ({amount:.0%} of neurons removed)", narrow))])
+print([layer.weight.shape for layer in linears(narrow)])
+
+# %% [markdown]
+# The masked model is as big and as slow as the dense one; the narrow one is not. (Unstructured sparsity pays off
+# only with sparse storage and sparse kernels, e.g. 2:4 sparsity on recent NVIDIA GPUs; that needs a GPU and is
+# not measured here.)
+#
+# ## 5. Knowledge distillation
+# A big model's predicted probabilities say more than its labels: "this 7 looks a bit like a 1, not at all like
+# a 0". **Distillation** trains a small *student* to match the *teacher*'s probabilities as well as the labels.
+# Softmax outputs of a confident teacher are nearly one-hot, so both are softened with a **temperature** $T$:
+# $p^{(T)} = \operatorname{softmax}(z / T)$; a larger $T$ spreads probability over the other classes.
+
+# %%
+with torch.no_grad():
+    z_example = teacher_cpu(X_test[:1])[0]                                # (10,) logits of one test digit
+fig, axes = plt.subplots(1, 3, figsize=(10, 2.6), sharey=True)
+for ax, T in zip(axes, (1, 4, 10)):
+    ax.bar(range(10), torch.softmax(z_example / T, dim=0).numpy())
+    ax.set(title=f"T = {T}", xlabel="class", xticks=range(10))
+axes[0].set_ylabel("teacher probability")
+fig.suptitle(f"The teacher's soft targets for one test digit (label {int(y_test[0])})")
+fig.tight_layout()
+plt.close(fig)
+fig
+
+# %% [markdown]
+# The distillation loss mixes the usual cross-entropy with the KL divergence between the softened distributions:
+# $$L = \alpha\, T^2\, \mathrm{KL}\big(p_t^{(T)} \,\|\, p_s^{(T)}\big) + (1 - \alpha)\, \mathrm{CE}(z_s, y),
+# \qquad \mathrm{KL}(p\,\|\,q) = \sum_k p_k (\log p_k - \log q_k),$$
+# averaged over the batch. The KL is taken *from the teacher's* distribution: the student is penalised where the
+# teacher puts probability and the student does not. Why $T^2$? The gradient of the KL term with respect to a
+# student logit is $(p_s^{(T)} - p_t^{(T)}) / T$, and for large $T$ the difference itself shrinks like $1/T$: the
+# soft term's gradients scale as $1/T^2$. Multiplying by $T^2$ keeps the two terms' balance independent of $T$.
+
+# %%
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, T: float,
+            alpha: float) -> torch.Tensor:
+    """alpha * T² * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * CE(z_s, y), averaged over the batch.
+
+    student_logits, teacher_logits: (B, C); y: (B,) class indices. The teacher gets no gradient.
+    """
+    log_p_s = F.log_softmax(student_logits / T, dim=1)                     # (B, C)
+    log_p_t = F.log_softmax(teacher_logits.detach() / T, dim=1)            # (B, C)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()           # () KL per example, batch mean
+    return alpha * T**2 * kl + (1 - alpha) * F.cross_entropy(student_logits, y)
+
+
+gen = torch.Generator().manual_seed(cfg.seed)
+z_s, z_t = torch.randn(16, 10, generator=gen), 3 * torch.randn(16, 10, generator=gen)
+y = torch.randint(0, 10, (16,), generator=gen)
+for T, alpha in ((1.0, 0.5), (4.0, 0.9), (4.0, 1.0), (2.0, 0.0)):
+    reference = (alpha * T**2 * F.kl_div(F.log_softmax(z_s / T, dim=1), F.log_softmax(z_t / T, dim=1),
+                                         reduction="batchmean", log_target=True)
+                 + (1 - alpha) * F.cross_entropy(z_s, y))
+    assert torch.allclose(kd_loss(z_s, z_t, y, T, alpha), reference, atol=1e-6)
+print("kd_loss equals alpha * T² * F.kl_div(..., reduction='batchmean', log_target=True) + (1 - alpha) * CE")
+
+rows = []
+for T in (1.0, 2.0, 4.0, 8.0, 16.0):
+    z = z_s.clone().requires_grad_()
+    kl = kd_loss(z, z_t, y, T, alpha=1.0) / T**2                             # the KL term alone, without T²
+    (grad,) = torch.autograd.grad(kl, z)
+    p_s, p_t = torch.softmax(z_s / T, dim=1), torch.softmax(z_t / T, dim=1)
+    assert torch.allclose(grad, (p_s - p_t) / (T * len(z_s)), atol=1e-7)     # the formula above, per example / B
+    rows.append((T, f"{grad.norm().item():.2e}", f"{T**2 * grad.norm().item():.2e}"))
+show_table(("T", "|gradient| of the KL term", "the same times T²"), rows)
+
+# %% [markdown]
+# Without $T^2$ the soft term's gradient shrinks roughly like $1/T^2$; with it, it settles to a constant.
+#
+# **The experiment.** Distillation helps most when the student has little labelled data, so that the teacher's
+# probabilities carry information the few labels don't. The student is a much smaller MLP (64 → 32 → 10); it
+# trains on a random subset of `n` training images, either with cross-entropy alone or with the distillation loss
+# (T = 4, α = 0.9) using the teacher's logits on those same images. Everything else is equal, and so is the
+# budget: the same subset, initial weights, batch order, optimiser and number of update steps. Several seeds,
+# because one run of a small model on a hundred images is noisy.
+
+# %%
+def make_student() -> nn.Sequential:
+    return mlp(64, [32], 10)
+
+
+student_steps = cfg.pick(smoke=150, small=300, full=600)     # the same number of updates for every run
+budgets = cfg.pick(smoke=[50, 100], small=[25, 50, 100, 200, 400, 1000], full=[25, 50, 100, 200, 400, 1000])
+seeds = list(range(cfg.pick(smoke=3, small=5, full=10)))
+T, alpha, student_batch = 4.0, 0.9, 32
+
+
+def train_student(seed: int, n: int, distill: bool) -> float:
+    """Test accuracy of a student trained on n labelled images, with (distill=True) or without the teacher."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(X_train), generator=gen)[:n]
+    X, y = X_train[idx].to(device), y_train[idx].to(device)               # (n, 64), (n,)
+    with torch.no_grad():
+        teacher_logits = teacher(X)                                       # (n, 10), computed once
+    torch.manual_seed(seed)
+    student = make_student().to(device)
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+    batches = []
+    while len(batches) < student_steps:                                   # reshuffle every pass over the n images
+        batches += torch.randperm(n, generator=gen).split(student_batch)
+    for batch in batches[:student_steps]:
+        y_hat = student(X[batch])
+        if distill:
+            loss = kd_loss(y_hat, teacher_logits[batch], y[batch], T, alpha)
+        else:
+            loss = F.cross_entropy(y_hat, y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return test_accuracy(student)
+
+
+results = {(n, distill): [train_student(seed, n, distill) for seed in seeds]
+           for n in budgets for distill in (False, True)}
+mean = {key: float(np.mean(accs)) for key, accs in results.items()}
+show_table(("labelled images", "student alone", "student + distillation", "runs where distillation is better"),
+           [(n, f"{mean[n, False]:.1%}", f"{mean[n, True]:.1%}",
+             f"{sum(b > a for a, b in zip(results[n, False], results[n, True]))} of {len(seeds)}")
+            for n in budgets])
+print(f"teacher: {count_parameters(teacher):,} parameters, {teacher_acc:.1%}; "
+      f"student: {count_parameters(make_student()):,} parameters")
+assert mean[100, True] >= mean[100, False], "with 100 labels, distillation should beat the student alone"
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for distill, label in ((False, "student alone"), (True, f"student + distillation (T={T:g}, α={alpha})")):
+    accs = np.array([results[n, distill] for n in budgets])                 # (budgets, seeds)
+    ax.errorbar(budgets, accs.mean(axis=1), yerr=accs.std(axis=1), marker="o", capsize=3, label=label)
+ax.axhline(teacher_acc, color="grey", linestyle="--", label="teacher (all labels)")
+ax.set(xscale="log", xlabel="labelled training images", ylabel="test accuracy",
+       title=f"A {count_parameters(make_student()):,}-parameter student (mean ± std over {len(seeds)} seeds)")
+ax.set_xticks(budgets, labels=[str(n) for n in budgets])
+ax.minorticks_off()
+ax.grid(alpha=0.3)
+ax.legend(loc="lower right")
+plt.close(fig)
+fig
+
+# %% [markdown]
+# With few labels the teacher's soft targets are worth a lot: ten probabilities per image instead of one label,
+# and a smooth target that keeps the student from memorising its few examples. As labels grow, the student alone
+# catches up and the gap closes (with many labels and a fixed number of steps, the extra term can even cost a
+# little). The student has about a hundredth of the teacher's parameters or less; how close it gets to the
+# teacher depends on how much capacity the task really needs.
+#
+# ## 6. Export: the model without Python
+# Training code is Python; deployment targets often are not (a C++ server, a phone, a browser). **Export** turns
+# the model into a graph of tensor operations with the weights attached.
+#
+# **`torch.export`** traces the forward pass once with an example input and returns an `ExportedProgram`: an FX
+# graph of ATen operations, the parameters, and the input shapes it is valid for. A batch dimension declared
+# dynamic (`torch.export.Dim`) stays symbolic, so any batch size in its range works.
+
+# %%
+export_model = copy.deepcopy(teacher_cpu).eval()     # eval mode, or dropout/batch norm export as in training
+X_example = X_test[:8]                               # (8, 64): any batch size > 1 works as the example
+batch = torch.export.Dim("batch", min=1, max=4096)
+exported = torch.export.export(export_model, (X_example,), dynamic_shapes=({0: batch},))
+print(type(exported).__name__, "| inputs:", exported.graph_signature.user_inputs,
+      "| ranges:", exported.range_constraints)
+print("operations:", [str(node.target) for node in exported.graph.nodes if node.op == "call_function"])
+
+with torch.no_grad():
+    for n in (1, 7, 256):
+        assert torch.allclose(exported.module()(X_test[:n]), export_model(X_test[:n]), atol=1e-6)
+
+pt2_path = run_dir / "teacher.pt2"
+torch.export.save(exported, pt2_path)
+reloaded = torch.export.load(pt2_path)              # no Python class needed to load it, only the file
+with torch.no_grad():
+    assert torch.equal(reloaded.module()(X_test), export_model(X_test))
+print(f"saved and reloaded {pt2_path.name} ({pt2_path.stat().st_size / 1024:.0f} KiB): same outputs")
+
+# %% [markdown]
+# Export records *one* path through the code. Python control flow that depends on the **values** in a tensor
+# cannot be captured as a graph, and `torch.export` refuses it (shape-dependent branches are fine: shapes are
+# known). `torch.cond` puts both branches in the graph:
+
+# %%
+class ValueBranch(nn.Module):
+    def forward(self, X):
+        return X * 2 if X.sum() > 0 else X - 1          # which branch depends on the data
+
+
+class CondBranch(nn.Module):
+    def forward(self, X):
+        return torch.cond(X.sum() > 0, lambda X: X * 2, lambda X: X - 1, (X,))
+
+
+shapes_log = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+shapes_log_level = shapes_log.level
+shapes_log.setLevel(logging.ERROR)                    # quiet: the error message below says it all
+try:
+    with contextlib.redirect_stderr(io.StringIO()):  # on failure torch also prints the half-traced graph
+        torch.export.export(ValueBranch(), (torch.ones(3),))
+    refused = None
+except Exception as err:  # a data-dependent guard error (or a UserError, depending on the torch version)
+    refused = f"{type(err).__name__}: {str(err).splitlines()[0][:100]}"
+finally:
+    shapes_log.setLevel(shapes_log_level)
+print("ValueBranch:", refused)
+assert refused is not None, "a data-dependent branch should not export"
+cond_program = torch.export.export(CondBranch(), (torch.ones(3),))
+print("CondBranch exports; both branches run:", cond_program.module()(torch.ones(3)).tolist(),
+      cond_program.module()(-torch.ones(3)).tolist())
+assert cond_program.module()(-torch.ones(3)).tolist() == [-2.0, -2.0, -2.0]
+
+# %% [markdown]
+# **ONNX** is an open file format for such graphs; ONNX Runtime (and TensorRT, OpenVINO, browsers, phones) run it
+# without PyTorch. `torch.onnx.export(..., dynamo=True)` builds it from `torch.export` (it needs the `onnxscript`
+# package), names the inputs and outputs, and keeps the batch dimension dynamic. `external_data=False` keeps the
+# weights inside the one `.onnx` file (large models store them next to it instead).
+
+# %%
+try:
+    import onnx
+    import onnxruntime as ort
+    import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
+except ImportError as err:
+    raise ImportError(f"{err.name} is not installed. This section exports to ONNX and runs ONNX Runtime: install "
+                      f'the course\'s extra with  pip install "dlcourse[export]"  (make lab does it).') from err
+
+onnx_path = run_dir / "teacher.onnx"
+t0 = time.perf_counter()
+torch.onnx.export(export_model, (X_example,), onnx_path, dynamo=True, input_names=["X"], output_names=["logits"],
+                  dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+print(f"exported in {time.perf_counter() - t0:.1f} s: {onnx_path.name}, "
+      f"{onnx_path.stat().st_size / 1024:.0f} KiB, onnx {onnx.__version__}, onnxruntime {ort.__version__}")
+onnx.checker.check_model(onnx.load(onnx_path))                            # a well-formed ONNX model
+
+options = ort.SessionOptions()
+options.intra_op_num_threads = torch.get_num_threads()        # as many threads as PyTorch: a fair timing
+session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+for kind, values in (("input", session.get_inputs()), ("output", session.get_outputs())):
+    print(kind, [(v.name, v.shape, v.type) for v in values])
+
+# %% [markdown]
+# Parity: for several batch sizes (the export used 8), ONNX Runtime's outputs must equal PyTorch's up to float
+# rounding. Both compute in float32, but they may order additions differently, so "equal" means a tolerance.
+
+# %%
+rows = []
+for n in (1, 7, 256, len(X_test)):
+    X = X_test[:n]
+    (logits_ort,) = session.run(["logits"], {"X": X.numpy()})             # numpy in, numpy out
+    with torch.no_grad():
+        logits_torch = export_model(X)
+    diff = np.abs(logits_ort - logits_torch.numpy()).max()
+    same_class = (logits_ort.argmax(axis=1) == logits_torch.argmax(dim=1).numpy()).mean()
+    rows.append((n, logits_ort.shape, f"{diff:.1e}", f"{same_class:.0%}"))
+    assert logits_ort.shape == (n, 10) and np.allclose(logits_ort, logits_torch.numpy(), atol=1e-5)
+show_table(("batch size", "ONNX Runtime output", "max |ORT - PyTorch|", "same predicted class"), rows)
+
+# %% [markdown]
+# And the speed of each way to run the same teacher, measured here at batch 1 and 256, next to the size of the
+# file each one needs:
+
+# %%
+runners = {
+    "PyTorch eager, fp32": (export_model, lambda X: X, size_on_disk(export_model, "eager")),
+    "torch.export program, fp32": (reloaded.module(), lambda X: X, pt2_path.stat().st_size),
+    "ONNX Runtime, fp32": (lambda X: session.run(["logits"], {"X": X}), lambda X: X.numpy(),
+                           onnx_path.stat().st_size),
+    "PyTorch dynamic int8": (teacher_int8, lambda X: X, size_on_disk(teacher_int8, "int8")),
+}
+show_table(("runtime", "file (KiB)", "latency, batch 1 (ms)", "latency, batch 256 (ms)"),
+           [(name, f"{size / 1024:.0f}", f"{latency_ms(fn, convert(X_1)):.3f}",
+             f"{latency_ms(fn, convert(X_256)):.3f}") for name, (fn, convert, size) in runners.items()])
+
+# %% [markdown]
+# For a model this small, per-call overhead dominates at batch 1 (Python dispatch in PyTorch, input/output
+# conversion in ONNX Runtime), and the differences at batch 256 come from the kernels each runtime picks; they
+# vary with the CPU. What does not vary is what export buys: a file that runs without the model's Python code,
+# checked to give the same outputs. On a GPU you would run ONNX Runtime's CUDA or TensorRT execution provider
+# (or `torch.compile` / AOTInductor on the exported program) and expect the gaps to depend on batch size even more
+# strongly; nothing here measures that.
+#
+# ## Summary
+#
+# - Int8 quantisation stores `q = round(x / scale) + zero_point`; inside the range the error is at most
+#   `scale / 2`. Symmetric (zero point 0) suits weights; asymmetric uses all 256 codes for one-sided data such as
+#   ReLU outputs; per-channel scales protect against outliers.
+# - Dynamic quantisation (`quantize_dynamic`, deprecated in favour of `torchao`) makes linear layers about 4×
+#   smaller on disk at almost no accuracy cost; whether it is faster depends on the batch size and the CPU.
+# - Magnitude pruning removes many weights of an over-wide network for free, but only structured pruning
+#   (whole neurons) makes a dense model smaller and faster; fine-tuning with the mask recovers accuracy.
+# - Distillation trains a small student on the teacher's temperature-softened probabilities
+#   (`T² · KL` plus cross-entropy); with few labels it clearly beats the same student trained alone.
+# - `torch.export` captures an `ExportedProgram` (dynamic batch via `Dim`, no data-dependent Python branches);
+#   `torch.onnx.export(dynamo=True)` writes ONNX, which ONNX Runtime runs with outputs equal to PyTorch's to
+#   float rounding.
+#
+# ## Exercises
+#
+# 1. **Per-channel dynamic quantisation.** Pass `qconfig_spec={nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}`
+#    to `quantize_dynamic` and compare the stored scales with `quantize_per_row`. Does accuracy change?
+# 2. **Static quantisation of activations.** Fix the activation range from a calibration batch instead of each
+#    batch's own range. Measure the error for inputs inside and outside the calibration range.
+# 3. **Iterative pruning.** Prune to 97 % in several steps (e.g. 50, 75, 90, 97 %) with a short fine-tune after
+#    each, and compare with pruning in one step followed by the same total fine-tuning.
+# 4. **Distillation without labels.** Give the student 100 labelled images plus 500 unlabelled ones that only
+#    the teacher labels (use only the KL term on those). How much does it gain?
+# 5. **Quantise the ONNX model.** `onnxruntime.quantization.quantize_dynamic` quantises an ONNX file directly (run
+#    `python -m onnxruntime.quantization.preprocess` on the file first). Compare its size, speed and parity
+#    with PyTorch's dynamic int8 model.
+# 6. **Export the CNN.** Export `dlcourse.models.SmallCNN` trained on the shapes images to ONNX. What happens to
+#    batch norm in eval mode, and does parity still hold?
+
+# %%
+run_tmp.cleanup()                                   # the saved and exported files were only for this run
+print(f"notebook ran in {time.perf_counter() - t_start:.1f} s at scale {cfg.scale!r}")

@@ -1,0 +1,313 @@
+"""The from-scratch code of notebook 12 (compression and export), checked against PyTorch.
+
+Notebooks are not importable, so each function is a compact copy of the notebook's (they are used by notebook 12
+and its lab only, so they don't belong in the package). Covered: int8 quantisation (symmetric, asymmetric,
+per row) against torch's quantised tensors and fake quantisation, magnitude and structured pruning masks against
+torch.nn.utils.prune, slicing pruned neurons away, the distillation loss against F.kl_div, and ONNX / torch.export
+parity on a tiny model with a dynamic batch dimension.
+"""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune
+
+# torch.ao.quantization and torch.quantize_per_tensor warn that they are deprecated (torchao is the successor);
+# they are still the reference these tests compare with.
+pytestmark = [pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated"),
+              pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")]
+
+
+# -------------------------------------------------------------------------------- copies of the notebook's code
+def quantize_symmetric(x, qmax=127.0):
+    amax = x.abs().max()
+    scale = amax / qmax if amax > 0 else torch.ones(())
+    q = torch.clamp(torch.round(x * (1 / scale)), -128, 127).to(torch.int8)
+    return q, scale.item(), 0
+
+
+def quantize_asymmetric(x):
+    lo, hi = x.min().clamp(max=0), x.max().clamp(min=0)
+    scale = (hi - lo) / 255 if hi > lo else torch.ones(())
+    zero_point = int(-128 - torch.round(lo / scale))
+    q = torch.clamp(torch.round(x * (1 / scale)) + zero_point, -128, 127).to(torch.int8)
+    return q, scale.item(), zero_point
+
+
+def dequantize(q, scale, zero_point):
+    return (q.to(torch.float32) - zero_point) * scale
+
+
+def quantize_per_row(W, qmax=127.0):
+    amax = W.abs().amax(dim=1, keepdim=True)
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    q = torch.clamp(torch.round(W * (1.0 / scale)), -128, 127).to(torch.int8)
+    return q, scale.squeeze(1)
+
+
+def magnitude_masks(weights, sparsity, scope="global"):
+    if scope == "layer":
+        return [magnitude_masks([w], sparsity)[0] for w in weights]
+    magnitudes = torch.cat([w.detach().abs().flatten() for w in weights])
+    k = round(sparsity * magnitudes.numel())
+    keep = torch.ones_like(magnitudes)
+    keep[torch.argsort(magnitudes, stable=True)[:k]] = 0
+    return [m.view_as(w) for m, w in zip(keep.split([w.numel() for w in weights]), weights)]
+
+
+def row_mask(weight, amount):
+    norms = weight.detach().norm(dim=1)
+    k = round(amount * len(norms))
+    keep = torch.ones_like(norms)
+    keep[torch.argsort(norms, stable=True)[:k]] = 0
+    return keep[:, None].expand_as(weight).clone()
+
+
+def linears(model):
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def masked_copy(model, masks, *, neurons=False):
+    pruned = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, mask in zip(linears(pruned), masks):
+            layer.weight.mul_(mask)
+            if neurons:
+                layer.bias.mul_(mask[:, 0])
+    return pruned
+
+
+def shrink(model, masks):
+    layers = [nn.Flatten()]
+    kept_in = torch.arange(linears(model)[0].in_features)
+    for i, layer in enumerate(linears(model)):
+        kept_out = masks[i][:, 0].nonzero().flatten() if i < len(masks) else torch.arange(layer.out_features)
+        small = nn.Linear(len(kept_in), len(kept_out))
+        with torch.no_grad():
+            small.weight.copy_(layer.weight[kept_out][:, kept_in])
+            small.bias.copy_(layer.bias[kept_out])
+        layers += [small, nn.ReLU()]
+        kept_in = kept_out
+    return nn.Sequential(*layers[:-1]).eval()
+
+
+def kd_loss(student_logits, teacher_logits, y, T, alpha):
+    log_p_s = F.log_softmax(student_logits / T, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.detach() / T, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()
+    return alpha * T**2 * kl + (1 - alpha) * F.cross_entropy(student_logits, y)
+
+
+def _mlp(seed, sizes=(64, 48, 32, 10)):
+    torch.manual_seed(seed)
+    layers = [nn.Flatten()]
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).eval()
+
+
+# ------------------------------------------------------------------------------------------------ quantisation
+TENSORS = {
+    "normal": lambda g: torch.randn(64, 33, generator=g),
+    "wide range": lambda g: 40 * torch.randn(1000, generator=g),
+    "all positive": lambda g: torch.rand(20, 30, generator=g) * 3,
+    "all negative": lambda g: -torch.rand(500, generator=g) - 0.1,
+    "skewed": lambda g: torch.randn(300, generator=g) + 2.5,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TENSORS))
+def test_symmetric_quantisation_matches_torch(kind):
+    x = TENSORS[kind](torch.Generator().manual_seed(1))
+    q, scale, zp = quantize_symmetric(x)
+    assert q.dtype == torch.int8 and q.shape == x.shape and zp == 0
+    assert math.isclose(scale, x.abs().max().item() / 127, rel_tol=1e-6)
+    reference = torch.quantize_per_tensor(x, scale, 0, torch.qint8)
+    assert torch.equal(q, reference.int_repr())
+    assert torch.equal(dequantize(q, scale, zp), reference.dequantize())
+    assert torch.equal(dequantize(q, scale, zp), torch.fake_quantize_per_tensor_affine(x, scale, 0, -128, 127))
+    assert int(q.abs().max()) == 127                      # the largest magnitude lands on the last code
+    assert (x - dequantize(q, scale, zp)).abs().max() <= scale / 2 * (1 + 1e-4)
+
+
+@pytest.mark.parametrize("kind", sorted(TENSORS))
+def test_asymmetric_quantisation_matches_torch(kind):
+    x = TENSORS[kind](torch.Generator().manual_seed(2))
+    q, scale, zp = quantize_asymmetric(x)
+    assert q.dtype == torch.int8 and isinstance(zp, int) and -128 <= zp <= 127
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    assert math.isclose(scale, (hi - lo) / 255, rel_tol=1e-6)
+    reference = torch.quantize_per_tensor(x, scale, zp, torch.qint8)
+    assert torch.equal(q, reference.int_repr())
+    assert torch.equal(dequantize(q, scale, zp), reference.dequantize())
+    assert torch.equal(dequantize(q, scale, zp), torch.fake_quantize_per_tensor_affine(x, scale, zp, -128, 127))
+    assert (x - dequantize(q, scale, zp)).abs().max() <= scale / 2 * (1 + 1e-4)
+    assert dequantize(torch.tensor([zp], dtype=torch.int8), scale, zp).item() == 0.0   # zero is exact
+
+
+def test_asymmetric_halves_the_error_of_one_sided_data():
+    x = torch.rand(1000, generator=torch.Generator().manual_seed(3))        # like ReLU outputs: never negative
+    _, s_sym, _ = quantize_symmetric(x)
+    q, s_asym, zp = quantize_asymmetric(x)
+    assert zp == -128 and math.isclose(s_sym / s_asym, 255 / 127, rel_tol=1e-5)
+
+
+def test_all_zero_tensor():
+    x = torch.zeros(5, 3)
+    for quantize in (quantize_symmetric, quantize_asymmetric):
+        q, scale, zp = quantize(x)
+        assert scale == 1.0 and torch.equal(dequantize(q, scale, zp), x)
+
+
+def test_qmax_127_5_reproduces_quantize_dynamic_weights():
+    model = _mlp(0)
+    qmodel = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    for layer, qlayer in zip(linears(model), [m for m in qmodel.modules() if hasattr(m, "weight")
+                                              and callable(m.weight)]):
+        stored = qlayer.weight()
+        q, scale, _ = quantize_symmetric(layer.weight.detach(), qmax=127.5)
+        assert torch.equal(stored.int_repr(), q) and math.isclose(stored.q_scale(), scale, rel_tol=1e-6)
+
+
+def test_per_row_quantisation_matches_quantize_per_channel():
+    W = torch.randn(40, 25, generator=torch.Generator().manual_seed(4)) * 0.05
+    W[3, 7] = 5.0                                                           # an outlier in row 3
+    W[9] = 0.0                                                              # an all-zero row
+    q, scales = quantize_per_row(W)
+    reference = torch.quantize_per_channel(W, scales.double(), torch.zeros(40, dtype=torch.long), 0, torch.qint8)
+    assert torch.equal(q, reference.int_repr())
+    assert torch.allclose(q.float() * scales[:, None], reference.dequantize(), rtol=0, atol=0)
+    _, s_tensor, _ = quantize_symmetric(W)
+    others = torch.arange(40) != 3
+    err_row = (W - q.float() * scales[:, None])[others].abs().mean()
+    err_tensor = (W - dequantize(quantize_symmetric(W)[0], s_tensor, 0))[others].abs().mean()
+    assert err_row < err_tensor / 5
+
+
+# ------------------------------------------------------------------------------------------------------ pruning
+@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.9, 0.999, 1.0])
+def test_global_and_per_layer_masks_match_torch_prune(sparsity):
+    model = _mlp(5)
+    weights = [layer.weight for layer in linears(model)]
+    reference = copy.deepcopy(model)
+    prune.global_unstructured([(layer, "weight") for layer in linears(reference)],
+                              pruning_method=prune.L1Unstructured, amount=sparsity)
+    ours = magnitude_masks(weights, sparsity)
+    for mask, layer in zip(ours, linears(reference)):
+        assert mask.dtype == layer.weight.dtype and torch.equal(mask, layer.weight_mask)
+    n = sum(w.numel() for w in weights)
+    assert sum(int((m == 0).sum()) for m in ours) == round(sparsity * n)
+    for mask, layer in zip(magnitude_masks(weights, sparsity, "layer"), linears(model)):
+        assert torch.equal(mask, prune.l1_unstructured(copy.deepcopy(layer), "weight", sparsity).weight_mask)
+
+
+def test_ties_are_pruned_in_flattened_order():
+    w = torch.tensor([[0.5, -0.1, 0.1], [0.1, 2.0, -0.5]])
+    assert torch.equal(magnitude_masks([w], 4 / 6)[0], torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
+    same = torch.ones(2, 5)
+    assert torch.equal(magnitude_masks([same], 0.3)[0], torch.tensor([[0.0, 0.0, 0.0, 1, 1], [1, 1, 1, 1, 1]]))
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.3, 0.5, 0.75, 1.0])
+def test_row_mask_matches_ln_structured(amount):
+    for layer in linears(_mlp(6))[:-1]:
+        ours = row_mask(layer.weight, amount)
+        reference = prune.ln_structured(copy.deepcopy(layer), "weight", amount, n=2, dim=0).weight_mask
+        assert torch.equal(ours, reference)
+        assert int((ours[:, 0] == 0).sum()) == round(amount * layer.out_features)
+        assert ((ours == 0).all(dim=1) | (ours == 1).all(dim=1)).all()     # whole rows
+
+
+def test_shrinking_pruned_neurons_keeps_the_outputs():
+    model = _mlp(7)
+    masks = [row_mask(layer.weight, 0.5) for layer in linears(model)[:-1]]
+    masked, narrow = masked_copy(model, masks, neurons=True), shrink(model, masks)
+    X = torch.randn(20, 64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        assert torch.allclose(narrow(X), masked(X), atol=1e-6)
+    assert [layer.weight.shape for layer in linears(narrow)] == [(24, 64), (16, 24), (10, 16)]
+
+
+def test_finetuning_through_prune_keeps_pruned_weights_zero():
+    model = _mlp(8).train()
+    prune.global_unstructured([(layer, "weight") for layer in linears(model)],
+                              pruning_method=prune.L1Unstructured, amount=0.8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(8)
+    for _ in range(5):
+        loss = F.cross_entropy(model(torch.randn(16, 64, generator=gen)), torch.randint(0, 10, (16,), generator=gen))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for layer in linears(model):
+        prune.remove(layer, "weight")
+    n = sum(layer.weight.numel() for layer in linears(model))
+    assert sum(int((layer.weight == 0).sum()) for layer in linears(model)) == round(0.8 * n)
+
+
+# ------------------------------------------------------------------------------------------------- distillation
+@pytest.mark.parametrize("T, alpha", [(1.0, 0.5), (4.0, 0.9), (4.0, 1.0), (2.0, 0.0), (10.0, 0.3)])
+def test_kd_loss_matches_kl_div_formula(T, alpha):
+    gen = torch.Generator().manual_seed(9)
+    z_s, z_t = torch.randn(12, 7, generator=gen), 3 * torch.randn(12, 7, generator=gen)
+    y = torch.randint(0, 7, (12,), generator=gen)
+    reference = (alpha * T**2 * F.kl_div(F.log_softmax(z_s / T, dim=1), F.log_softmax(z_t / T, dim=1),
+                                         reduction="batchmean", log_target=True)
+                 + (1 - alpha) * F.cross_entropy(z_s, y))
+    assert torch.allclose(kd_loss(z_s, z_t, y, T, alpha), reference, atol=1e-6)
+    # the same from probabilities, written out: sum_k p_t log(p_t / p_s), mean over the batch
+    p_s, p_t = torch.softmax(z_s / T, dim=1), torch.softmax(z_t / T, dim=1)
+    direct = alpha * T**2 * (p_t * (p_t / p_s).log()).sum(dim=1).mean() + (1 - alpha) * F.cross_entropy(z_s, y)
+    assert torch.allclose(kd_loss(z_s, z_t, y, T, alpha), direct, atol=1e-5)
+
+
+def test_kd_gradient_and_teacher_gets_none():
+    gen = torch.Generator().manual_seed(10)
+    z_s = torch.randn(8, 5, generator=gen, requires_grad=True)
+    z_t = torch.randn(8, 5, generator=gen, requires_grad=True)
+    y = torch.randint(0, 5, (8,), generator=gen)
+    T = 3.0
+    kd_loss(z_s, z_t, y, T, alpha=1.0).backward()
+    expected = T * (torch.softmax(z_s / T, dim=1) - torch.softmax(z_t / T, dim=1)) / len(z_s)   # T² · (p_s-p_t)/(T·B)
+    assert torch.allclose(z_s.grad, expected.detach(), atol=1e-6)
+    assert z_t.grad is None
+    assert kd_loss(z_t.detach(), z_t.detach(), y, T, alpha=1.0).abs() < 1e-6   # identical logits: no KL
+
+
+# ------------------------------------------------------------------------------------------------------- export
+def test_torch_export_with_dynamic_batch(tmp_path):
+    model = _mlp(11)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(model, (torch.randn(4, 64),), dynamic_shapes=({0: batch},))
+    torch.export.save(exported, tmp_path / "m.pt2")
+    reloaded = torch.export.load(tmp_path / "m.pt2")
+    for n in (1, 3, 100):
+        X = torch.randn(n, 64, generator=torch.Generator().manual_seed(n))
+        with torch.no_grad():
+            assert torch.allclose(reloaded.module()(X), model(X), atol=1e-6)
+
+
+def test_onnx_export_runs_in_onnxruntime_with_dynamic_batch(tmp_path):
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as err:  # the lab and test extras install it: a missing package is an error, not a skip
+        raise AssertionError(f'{err.name} is missing: pip install "dlcourse[export]"') from err
+    model = _mlp(12)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (torch.randn(4, 64),), path, dynamo=True, input_names=["X"], output_names=["logits"],
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+    onnx.checker.check_model(onnx.load(path))
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["X"] and isinstance(session.get_inputs()[0].shape[0], str)
+    for n in (1, 7, 300):
+        X = torch.randn(n, 64, generator=torch.Generator().manual_seed(n))
+        (out,) = session.run(["logits"], {"X": X.numpy()})
+        with torch.no_grad():
+            expected = model(X).numpy()
+        assert out.shape == (n, 10) and np.allclose(out, expected, atol=1e-5)
