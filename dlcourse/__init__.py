@@ -2,11 +2,12 @@
 
 Notebooks start with ``cfg = dlcourse.setup(seed=0)``. Modules, one concept each:
 ``config`` (scale, seed, device), ``data`` (offline datasets), ``models`` (reference models), ``train``
-(fit/evaluate, with AMP, accumulation, clipping and checkpoints), ``text`` (offline text corpus and tokenizer), ``viz`` (figures), ``diagnose`` (training diagnostics: the LR range test),
-``grading`` (lab building, lint, autograding), ``cli`` (the ``dlcourse`` command).
+(fit/evaluate, with AMP, accumulation, clipping and checkpoints), ``text`` (offline text corpus and tokenizer),
+``viz`` (figures), ``memory`` (training memory: saved tensors, peak, state bytes), ``diagnose`` (the LR range test
+and the training doctor), ``grading`` (lab building, lint, autograding), ``cli`` (the ``dlcourse`` command).
 """
 
-from . import data, diagnose, models, text, train, viz
+from . import data, diagnose, memory, models, text, train, viz
 from .config import SCALES, Config, ScaleError, environment_report, pick_device, seed_everything, setup
 from .train import History, evaluate, fit, load_checkpoint, predict, save_checkpoint
 
@@ -15,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "SCALES", "Config", "ScaleError", "environment_report", "pick_device", "seed_everything", "setup",
     "History", "evaluate", "fit", "load_checkpoint", "predict", "save_checkpoint",
-    "data", "diagnose", "models", "text", "train", "viz",
+    "data", "diagnose", "memory", "models", "text", "train", "viz",
 ]

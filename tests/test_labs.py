@@ -111,3 +111,13 @@ class TestLab05(LabSelfCheck):
 
 class TestLab12(LabSelfCheck):
     lab = "lab12_compression_export"
+
+
+
+class TestLab07(LabSelfCheck):
+    lab = "lab07_mixed_precision"
+
+
+
+class TestLab08(LabSelfCheck):
+    lab = "lab08_memory"

@@ -1,0 +1,735 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python (dlcourse)
+#     language: python
+#     name: dlcourse
+# ---
+
+# %% [markdown]
+# # 07 · Mixed precision
+#
+# Training in 16-bit floating point halves the bytes of every activation and, on hardware built for it, runs
+# matrix products several times faster. It also changes which numbers exist: a 16-bit float has fewer exponent
+# bits (a smaller range) or fewer mantissa bits (coarser steps), or both. This notebook measures what that
+# costs and how the standard recipe avoids the cost: compute in 16 bits where it is safe (`torch.autocast`),
+# keep the weights and their updates in 32 bits, and, for float16, scale the loss so that small gradients
+# survive.
+#
+# **Learning goals**
+# - Derive the range (largest value, smallest normal and subnormal value) and precision (machine epsilon) of
+#   float32, float16 and bfloat16 from their bit layouts; check them against `torch.finfo` and by experiment.
+# - Find where a real model's gradients underflow in float16 but not in bfloat16, and how a loss scale moves
+#   them back into range.
+# - Measure which operations `torch.autocast` runs in low precision on your device, and which it keeps in
+#   float32.
+# - Write dynamic loss scaling (scale, unscale, inf/NaN check, skipped step, backoff, growth) and match
+#   `torch.amp.GradScaler` step for step.
+# - Use the device-agnostic recipe (float16 + `GradScaler` on CUDA, bfloat16 elsewhere), then
+#   `dlcourse.fit(..., amp=True)`.
+# - Measure the time and memory of a training step in each precision on the machine you run on.
+#
+# **Prerequisites:** notebook 01 (training loop, `dlcourse.fit`); notebook 03 helps
+# (`dlcourse.models.SmallCNN`); binary numbers.
+#
+# **Time:** seconds at `smoke`; a minute or two at `small` on a laptop CPU; at `full`, on a GPU, the same
+# cells with larger models and batches. The last cell prints how long this run took on your machine.
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import dlcourse
+import dlcourse.memory
+
+cfg = dlcourse.setup(seed=0)
+device = cfg.device
+t_start = time.perf_counter()
+LOW = (torch.float16, torch.bfloat16)
+NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def show_table(rows: list[tuple], header: tuple) -> None:
+    """Print rows as an aligned text table."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+# %% [markdown]
+# ## 1. Three formats, bit by bit
+# A binary floating-point number is stored as a sign bit, $e$ exponent bits and $m$ mantissa (fraction) bits.
+# A *normal* number is $\pm 1.f \times 2^{E - \text{bias}}$, where $f$ is the $m$ fraction bits, $E$ the
+# stored exponent and $\text{bias} = 2^{e-1} - 1$. The all-ones exponent is reserved for infinity and NaN; the
+# all-zeros exponent for zero and the *subnormal* numbers $\pm 0.f \times 2^{1 - \text{bias}}$, which fill the
+# gap between zero and the smallest normal number with ever fewer significant bits.
+#
+# | format | sign | exponent $e$ | mantissa $m$ |
+# |---|---|---|---|
+# | float32 | 1 | 8 | 23 |
+# | float16 | 1 | 5 | 10 |
+# | bfloat16 | 1 | 8 | 7 |
+#
+# bfloat16 is float32 with the last 16 mantissa bits cut off: the same range, far coarser steps. float16 keeps
+# more mantissa bits but gives up three exponent bits: finer steps, far smaller range. From the layout alone:
+# - largest finite value: the largest normal exponent ($2^e - 2$) with all fraction bits set, $(2 - 2^{-m})\,
+#   2^{\text{bias}}$;
+# - smallest normal value: $2^{1 - \text{bias}}$; smallest subnormal: $2^{1 - \text{bias} - m}$;
+# - machine epsilon, the gap between 1 and the next number: $2^{-m}$.
+
+# %%
+FORMATS = {torch.float32: (8, 23), torch.float16: (5, 10), torch.bfloat16: (8, 7)}  # (exponent, mantissa)
+
+
+def format_limits(exp_bits: int, mantissa_bits: int) -> dict[str, float]:
+    """Range and precision of an IEEE-style binary format with these numbers of exponent and mantissa bits."""
+    bias = 2 ** (exp_bits - 1) - 1
+    return {
+        "max": (2 - 2.0 ** -mantissa_bits) * 2.0 ** bias,
+        "smallest_normal": 2.0 ** (1 - bias),
+        "smallest_subnormal": 2.0 ** (1 - bias - mantissa_bits),
+        "eps": 2.0 ** -mantissa_bits,
+    }
+
+
+rows = []
+for dtype, (e, m) in FORMATS.items():
+    ours, fi = format_limits(e, m), torch.finfo(dtype)
+    assert ours["max"] == fi.max and ours["smallest_normal"] == fi.smallest_normal and ours["eps"] == fi.eps
+    rows.append((NAMES[dtype], fi.bits, f"{ours['max']:.4g}", f"{ours['smallest_normal']:.4g}",
+                 f"{ours['smallest_subnormal']:.4g}", f"{ours['eps']:.4g}", f"{m * math.log10(2):.1f}"))
+show_table(rows, ("format", "bits", "max", "smallest normal", "smallest subnormal", "eps",
+                  "decimal digits"))
+print("\nmax, smallest normal and eps equal torch.finfo's for all three formats")
+
+# %% [markdown]
+# `torch.finfo` has no entry for the smallest subnormal, so check it by experiment: it must be representable
+# (not zero), and half of it must round to zero. Every other row of the table is an experiment too, run in the
+# format itself:
+
+# %%
+def experiments(dtype: torch.dtype) -> dict[str, bool]:
+    """Each claim of the table above, tested with arithmetic in ``dtype``."""
+    lim = format_limits(*FORMATS[dtype])
+    t = lambda x: torch.tensor(x, dtype=dtype)   # noqa: E731  (a 0-dim tensor in this format)
+    one, eps = t(1.0), lim["eps"]
+    return {
+        "1 + eps > 1": bool(one + eps > one),
+        "1 + eps/2 == 1 (rounds back)": bool(one + eps / 2 == one),
+        "max is finite": bool(torch.isfinite(t(lim["max"]))),
+        "max * 2 == inf (overflow)": bool(t(lim["max"]) * 2 == float("inf")),
+        "smallest normal / 2 > 0 (subnormal)": bool(t(lim["smallest_normal"]) / 2 > 0),
+        "smallest subnormal > 0": bool(t(lim["smallest_subnormal"]) > 0),
+        "smallest subnormal / 2 == 0 (underflow)": bool(t(lim["smallest_subnormal"]) / 2 == 0),
+    }
+
+
+results = {dtype: experiments(dtype) for dtype in FORMATS}
+claims = list(results[torch.float32])
+show_table([(c, *("yes" if results[d][c] else "NO" for d in FORMATS)) for c in claims],
+           ("claim", *(NAMES[d] for d in FORMATS)))
+assert all(all(r.values()) for r in results.values())
+
+# %% [markdown]
+# Look at the bits themselves: reinterpret the 16 bits of a float16 or bfloat16 number as an integer and print
+# sign | exponent | mantissa. The smallest subnormal is a single 1 in the last mantissa bit.
+
+# %%
+def bit_string(x: float, dtype: torch.dtype) -> str:
+    """sign|exponent|mantissa of ``x`` stored in the 16-bit format ``dtype``."""
+    e, m = FORMATS[dtype]
+    raw = torch.tensor([x], dtype=dtype).view(torch.int16).item() & 0xFFFF   # the 16 bits as an unsigned int
+    bits = f"{raw:016b}"
+    return f"{bits[0]}|{bits[1:1 + e]}|{bits[1 + e:]}"
+
+
+for dtype in LOW:
+    lim = format_limits(*FORMATS[dtype])
+    print(NAMES[dtype])
+    for label, x in [("1", 1.0), ("1 + eps", 1 + lim["eps"]), ("-2", -2.0), ("max", lim["max"]),
+                     ("smallest normal", lim["smallest_normal"]),
+                     ("smallest subnormal", lim["smallest_subnormal"])]:
+        print(f"  {label:>18}: {bit_string(x, dtype)}")
+assert bit_string(format_limits(5, 10)["smallest_subnormal"], torch.float16) == "0|00000|0000000001"
+
+# %% [markdown]
+# Epsilon is a *relative* step: near $x$ the gap between neighbouring numbers is about $x \cdot \varepsilon$.
+# So integers stop being exact early (float16 cannot store 2049, bfloat16 cannot store 257), and, more
+# important for training, a small update to a large weight can vanish. An SGD step of $10^{-4}$ on a weight of
+# 1.0 is lost in both 16-bit formats, and adding $10^{-4}$ ten thousand times stalls far below 1:
+
+# %%
+rows = []
+for dtype in (torch.float32, *LOW):
+    t = lambda x: torch.tensor(x, dtype=dtype)   # noqa: E731
+    total = t(0.0)
+    for _ in range(10_000):
+        total = total + t(1e-4)
+    rows.append((NAMES[dtype], t(2049.0).item(), t(257.0).item(), bool(t(1.0) + t(1e-4) == t(1.0)),
+                 f"{total.item():.4f}"))
+show_table(rows, ("format", "2049 stored as", "257 stored as", "1 + 1e-4 == 1", "sum of 10,000 x 1e-4"))
+assert abs(float(rows[0][4]) - 1) < 1e-3, "float32 adds up correctly"
+assert rows[1][3] and rows[2][3] and float(rows[2][4]) < 0.1, "16-bit updates and sums stall"
+
+# %% [markdown]
+# This is why mixed precision keeps a float32 copy of the weights (the *master weights*) and applies every
+# update to it: the 16-bit formats are for the bulk of the arithmetic, never for accumulating small changes.
+# `torch.autocast` does exactly that: parameters stay float32, and each low-precision operation works on a
+# temporary 16-bit copy.
+#
+# ## 2. Where gradients underflow: a real model
+# Train a small CNN on the digits in float32 for a few epochs, then look at every gradient of one batch: the
+# gradients of the loss with respect to each layer's output (what the backward pass computes and, under
+# autocast, stores in 16 bits) and with respect to each parameter. Cast them to float16 and bfloat16 and count
+# what is lost: values that become exactly zero (*flushed*), values that land among the subnormals (kept, but
+# with fewer significant bits), and values that overflow to infinity.
+
+# %%
+splits = dlcourse.data.digits(seed=cfg.seed)
+train_loader, val_loader, test_loader = splits.loaders(batch_size=64, seed=cfg.seed)
+progress = cfg.pick(smoke=False, small=True, full=True)
+
+torch.manual_seed(cfg.seed)
+cnn = dlcourse.models.SmallCNN(in_channels=1, num_classes=10, width=16, depth=2, image_size=8).to(device)
+history = dlcourse.fit(cnn, torch.optim.Adam(cnn.parameters(), lr=3e-3), train_loader, val_loader,
+                       num_epochs=cfg.pick(smoke=2, small=8, full=15), progress=progress)
+print(history)
+assert history.last["val_acc"] > cfg.pick(smoke=0.8, small=0.95, full=0.95)
+
+
+def all_gradients(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """float32 gradients of the mean loss on (X, y) w.r.t. every leaf module's output and every parameter."""
+    activation_grads = []
+
+    def keep_grad(module, inputs, output):
+        output.register_hook(activation_grads.append)   # called with d loss / d output during backward
+
+    hooks = [m.register_forward_hook(keep_grad) for m in model.modules() if not list(m.children())]
+    model.zero_grad()
+    try:
+        F.cross_entropy(model(X), y).backward()
+    finally:
+        for h in hooks:
+            h.remove()
+    return {"activations": torch.cat([g.flatten() for g in activation_grads]),
+            "parameters": torch.cat([p.grad.flatten() for p in model.parameters()])}
+
+
+def cast_losses(g: torch.Tensor, dtype: torch.dtype, loss_scale: float = 1.0) -> dict[str, float]:
+    """Of the non-zero float32 values in g, the fractions that flush to 0, become subnormal or overflow when
+    ``g * loss_scale`` is stored in ``dtype``."""
+    g = g[g != 0] * loss_scale
+    c = g.to(dtype)
+    tiny = torch.finfo(dtype).smallest_normal
+    return {"zero": (c == 0).double().mean().item(),
+            "subnormal": ((c != 0) & (c.abs() < tiny)).double().mean().item(),
+            "inf": c.isinf().double().mean().item()}
+
+
+n_grad = cfg.pick(smoke=256, small=512, full=1024)
+X_grad, y_grad = (t[:n_grad].to(device) for t in splits.train.tensors)
+grads = all_gradients(cnn, X_grad, y_grad)
+settings = [(torch.bfloat16, 1.0), (torch.float16, 1.0), (torch.float16, 2.0**8), (torch.float16, 2.0**16),
+            (torch.float16, 2.0**32)]
+rows, lost = [], {}
+for kind, g in grads.items():
+    for dtype, scale in settings:
+        r = cast_losses(g, dtype, scale)
+        lost[kind, dtype, scale] = r
+        rows.append((kind, f"{(g != 0).sum().item():,}", NAMES[dtype], f"2^{int(math.log2(scale))}",
+                     f"{r['zero']:.3%}", f"{r['subnormal']:.2%}", f"{r['inf']:.3%}"))
+show_table(rows, ("gradients", "non-zero", "cast to", "loss scale", "flushed to 0", "subnormal", "overflow"))
+
+act = {key[1:]: v for key, v in lost.items() if key[0] == "activations"}
+assert act[torch.float16, 1.0]["zero"] > 0, "some activation gradients flush to zero in float16"
+assert act[torch.bfloat16, 1.0]["zero"] == 0, "bfloat16 has float32's range: nothing flushes"
+assert act[torch.float16, 2.0**16]["zero"] < act[torch.float16, 1.0]["zero"] / 10, "scaling rescues them"
+assert act[torch.float16, 2.0**16]["inf"] == 0, "2^16 is a safe scale here"
+assert act[torch.float16, 2.0**32]["inf"] > 0, "too large a scale overflows"
+
+# %% [markdown]
+# Read the table top to bottom. In bfloat16 nothing flushes: its range is float32's. In float16 a large share
+# of the activation gradients is subnormal and some flush to zero: the smallest normal float16 is $2^{-14}
+# \approx 6 \cdot 10^{-5}$, and the gradient of a *mean* loss is divided by the batch size before it flows
+# backwards; the better the model fits, the smaller its gradients get. Multiplying the loss by a **loss
+# scale** $S$ multiplies every gradient by $S$ (the chain rule is linear), moving the whole distribution
+# right, into float16's range; dividing by $S$ afterwards, in float32, undoes it exactly. Too large a scale
+# pushes the largest gradients past float16's maximum of 65504: they become `inf`. The histogram shows both
+# edges:
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), sharey=True)
+fp16 = format_limits(*FORMATS[torch.float16])
+for ax, scale in zip(axes, (1.0, 2.0**16)):
+    for kind, g in grads.items():
+        ax.hist(torch.log2((g[g != 0] * scale).abs()).cpu().numpy(), bins=80, alpha=0.6, label=kind,
+                density=True)
+    ax.axvspan(-40, math.log2(fp16["smallest_subnormal"]), color="red", alpha=0.12, label="float16: 0")
+    ax.axvspan(math.log2(fp16["smallest_subnormal"]), math.log2(fp16["smallest_normal"]), color="orange",
+               alpha=0.12, label="float16: subnormal")
+    ax.axvspan(math.log2(fp16["max"]), 40, color="purple", alpha=0.12, label="float16: inf")
+    ax.set(xlim=(-40, 30), xlabel="log2 |gradient x loss scale|",
+           title=f"loss scale 2^{int(math.log2(scale))}")
+    ax.grid(alpha=0.3)
+axes[0].set_ylabel("density")
+axes[1].legend(fontsize=8, loc="upper left")
+fig.suptitle("Gradients of a trained CNN against float16's range (bfloat16's reaches 2^-133 .. 2^128)")
+fig.tight_layout()
+plt.close(fig)
+fig
+
+# %% [markdown]
+# A fixed scale is a guess: the gradient distribution drifts during training (it shrinks as the loss falls),
+# and one overflowing value ruins a step. Section 4 lets the scale adjust itself. First: which operations run
+# in 16 bits at all?
+#
+# ## 3. What `torch.autocast` runs in low precision
+# Inside `with torch.autocast(device_type, dtype=...)`, PyTorch decides per operation: some are cast *down* to
+# the low-precision dtype (matrix products, where the speed is), some are cast *up* to float32 (where range or
+# accuracy matters, e.g. losses), and the rest simply run in whatever dtype their inputs have. The lists
+# differ between devices and PyTorch versions, so measure them here: feed each operation float32 inputs, then
+# low-precision inputs, and print the output dtype.
+
+# %%
+gen = torch.Generator().manual_seed(cfg.seed)
+A = torch.randn(8, 16, generator=gen).to(device)            # (8, 16) float32
+B = torch.randn(16, 16, generator=gen).to(device)           # (16, 16)
+img = torch.randn(2, 3, 8, 8, generator=gen).to(device)     # (2, 3, 8, 8)
+labels8 = torch.randint(0, 16, (8,), generator=gen).to(device)
+linear, conv = nn.Linear(16, 16).to(device), nn.Conv2d(3, 4, 3).to(device)
+layer_norm, batch_norm = nn.LayerNorm(16).to(device), nn.BatchNorm2d(3).to(device)
+OPS = {  # name -> function of (matrix (8, 16), image batch (2, 3, 8, 8)) in the dtype under test
+    "matmul": lambda a, im: a @ B,
+    "nn.Linear": lambda a, im: linear(a),
+    "nn.Conv2d": lambda a, im: conv(im),
+    "relu": lambda a, im: F.relu(a),
+    "exp": lambda a, im: a.exp(),
+    "sum": lambda a, im: a.sum(),
+    "softmax": lambda a, im: F.softmax(a, dim=1),
+    "log_softmax": lambda a, im: F.log_softmax(a, dim=1),
+    "nn.LayerNorm": lambda a, im: layer_norm(a),
+    "nn.BatchNorm2d": lambda a, im: batch_norm(im),
+    "cross_entropy": lambda a, im: F.cross_entropy(a, labels8),
+    "mse_loss": lambda a, im: F.mse_loss(a, torch.zeros_like(a)),
+}
+
+
+def autocast_dtypes(dtype: torch.dtype) -> dict[str, tuple[torch.dtype, torch.dtype]]:
+    """Per op: output dtype under autocast(dtype) for float32 inputs, and for inputs already in ``dtype``."""
+    out = {}
+    with torch.autocast(device.type, dtype=dtype):
+        for name, op in OPS.items():
+            out[name] = (op(A, img).dtype, op(A.to(dtype), img.to(dtype)).dtype)
+    return out
+
+
+def verdict(from_fp32: torch.dtype, from_low: torch.dtype) -> str:
+    if from_fp32 != torch.float32:
+        return "cast down"
+    return "cast up to float32" if from_low == torch.float32 else "follows its input"
+
+
+measured = {dtype: autocast_dtypes(dtype) for dtype in LOW}
+rows = [(name, *(f"{NAMES[measured[d][name][0]]} / {NAMES[measured[d][name][1]]}" for d in LOW),
+         verdict(*measured[torch.bfloat16][name])) for name in OPS]
+show_table(rows, ("op", "float16 autocast: fp32 in / fp16 in", "bfloat16 autocast: fp32 in / bf16 in",
+                  "bfloat16 policy"))
+print(f"\nmeasured on {device.type}, torch {torch.__version__}")
+for dtype in LOW:
+    for name in ("matmul", "nn.Linear", "nn.Conv2d"):
+        assert measured[dtype][name][0] == dtype, f"{name} runs in {NAMES[dtype]} under autocast"
+    assert measured[dtype]["cross_entropy"] == (torch.float32, torch.float32), "losses run in float32"
+
+# %% [markdown]
+# The pattern to remember: matrix products and convolutions are cast down; losses and (on some devices)
+# softmax or normalisation are cast up; element-wise operations follow their inputs, which after a linear
+# layer are already 16-bit. The lists are per device: PyTorch's AMP documentation puts softmax, log_softmax
+# and layer_norm on CUDA's float32 list, so on a GPU expect this cell to print "cast up to float32" for them
+# even from 16-bit inputs. Trust the printed table of the device you train on, not a table from memory.
+#
+# What autocast does *not* change is just as important: the parameters, and therefore their gradients and the
+# optimizer's state, stay float32.
+
+# %%
+model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16)).to(device)
+with torch.autocast(device.type, dtype=torch.bfloat16):
+    y_hat = model(A)
+    loss = F.cross_entropy(y_hat, labels8)
+loss.backward()
+print(f"y_hat: {y_hat.dtype}, loss: {loss.dtype}, weight: {model[0].weight.dtype}, "
+      f"weight.grad: {model[0].weight.grad.dtype}")
+assert y_hat.dtype == torch.bfloat16 and loss.dtype == torch.float32
+assert all(p.dtype == p.grad.dtype == torch.float32 for p in model.parameters())
+
+# %% [markdown]
+# ## 4. Dynamic loss scaling, from scratch
+# Section 2 showed that float16 needs a loss scale, and that the right scale is as large as possible without
+# overflowing. *Dynamic* loss scaling finds it by trial and error, on every step:
+#
+# 1. **scale**: backpropagate `loss * S` instead of `loss`;
+# 2. **unscale**: divide every gradient by `S` (in float32), and check whether any is `inf` or NaN;
+# 3. **step or skip**: if all gradients are finite, take the optimizer step; otherwise skip it (the weights
+#    stay clean; a gradient that overflowed carries no usable information);
+# 4. **update**: after an overflow, multiply `S` by the *backoff factor* (0.5) and reset the count of good
+#    steps; after `growth_interval` consecutive good steps, multiply `S` by the *growth factor* (2).
+#
+# So the scale creeps up until something overflows, halves, and creeps up again: it hovers just below the
+# largest safe value. The class below has `torch.amp.GradScaler`'s interface (`scale`, `unscale_`, `step`,
+# `update`, `get_scale`), so the same training code runs with either.
+
+# %%
+class DynamicLossScaler:
+    """Dynamic loss scaling for float16 training, with torch.amp.GradScaler's interface and defaults."""
+
+    def __init__(self, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
+                 growth_interval: int = 2000) -> None:
+        self.scale_factor = float(init_scale)
+        self.growth_factor, self.backoff_factor = growth_factor, backoff_factor
+        self.growth_interval = growth_interval
+        self.good_steps = 0          # consecutive steps with finite gradients
+        self.found_inf = None        # set by unscale_ (True/False), cleared by update
+
+    def get_scale(self) -> float:
+        return self.scale_factor
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.scale_factor
+
+    @torch.no_grad()
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        """Divide every gradient by the scale, and note whether any of them is inf or NaN."""
+        inv_scale = 1.0 / self.scale_factor
+        found_inf = False
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    found_inf = found_inf or not bool(torch.isfinite(p.grad).all())
+                    p.grad.mul_(inv_scale)
+        self.found_inf = found_inf
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Unscale (unless already done), then step only if every gradient is finite."""
+        if self.found_inf is None:
+            self.unscale_(optimizer)
+        if not self.found_inf:
+            optimizer.step()
+
+    def update(self) -> None:
+        """Back off after an overflow; grow after growth_interval good steps in a row."""
+        if self.found_inf:
+            self.scale_factor *= self.backoff_factor
+            self.good_steps = 0
+        else:
+            self.good_steps += 1
+            if self.good_steps == self.growth_interval:
+                if math.isfinite(self.scale_factor * self.growth_factor):
+                    self.scale_factor *= self.growth_factor
+                self.good_steps = 0
+        self.found_inf = None
+
+
+# %% [markdown]
+# Now train the same MLP twice on the digits, under float16 autocast, once with our scaler and once with
+# `torch.amp.GradScaler`, from the same seed and batches. Two things force the scaler to work: an initial
+# scale of $2^{24}$, far too large (the first gradients overflow float16, so the first steps are skipped while
+# the scale backs off), and a planted `inf` in one gradient at a few chosen steps, standing in for a gradient
+# spike. A short `growth_interval` lets us see the scale grow too. A step was skipped exactly when the scale
+# went down.
+
+# %%
+digits_flat = dlcourse.data.digits(flatten=True, seed=cfg.seed)
+X_flat, y_flat = (t.to(device) for t in digits_flat.train.tensors)        # (N, 64), (N,)
+batches = [(X_flat[i:i + 64], y_flat[i:i + 64]) for i in range(0, len(X_flat) - 63, 64)]
+num_steps = cfg.pick(smoke=40, small=80, full=120)
+overflow_steps = {15, 16, 30}                          # plant an inf gradient at these steps
+
+
+def train_scaled(scaler, num_steps: int) -> tuple[list[float], list[bool], list[float], nn.Module]:
+    """float16-autocast training of an MLP with ``scaler``: scale per step, skipped?, losses, final model."""
+    torch.manual_seed(cfg.seed)
+    model = dlcourse.models.mlp(64, [128], 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scales, skipped, losses = [], [], []
+    for step in range(num_steps):
+        X, y = batches[step % len(batches)]
+        with torch.autocast(device.type, dtype=torch.float16):
+            loss = F.cross_entropy(model(X), y)
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        if step in overflow_steps:
+            with torch.no_grad():
+                model[1].weight.grad[0, 0] = float("inf")   # a planted gradient spike
+        scale_before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        scales.append(scale_before)
+        skipped.append(scaler.get_scale() < scale_before)
+        losses.append(loss.item())
+    return scales, skipped, losses, model
+
+
+scaler_kwargs = dict(init_scale=2.0**24, growth_factor=2.0, backoff_factor=0.5, growth_interval=10)
+ours = train_scaled(DynamicLossScaler(**scaler_kwargs), num_steps)
+theirs = train_scaled(torch.amp.GradScaler(device.type, **scaler_kwargs), num_steps)
+print("log2(scale) per step:", [int(math.log2(s)) for s in ours[0]])
+print("skipped steps:       ", [i for i, s in enumerate(ours[1]) if s])
+print(f"loss: {ours[2][0]:.3f} -> {ours[2][-1]:.3f}")
+weight_diff = max((p - q).abs().max().item() for p, q in zip(ours[3].parameters(), theirs[3].parameters()))
+print(f"largest weight difference after {num_steps} steps: {weight_diff:.1e}")
+assert ours[0] == theirs[0], "same scale at every step"
+assert ours[1] == theirs[1], "same skipped steps"
+assert all(torch.allclose(p, q, rtol=1e-6, atol=1e-7) for p, q in zip(ours[3].parameters(),
+                                                                      theirs[3].parameters())), "same weights"
+assert overflow_steps <= {i for i, s in enumerate(ours[1]) if s} and ours[1][0], "planted and early overflows"
+assert max(ours[0]) == 2.0**24 and min(ours[0]) < 2.0**24 and ours[2][-1] < ours[2][0]
+print("identical to torch.amp.GradScaler: scales, skipped steps and final weights")
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 3))
+steps = range(num_steps)
+ax.step(steps, [math.log2(s) for s in ours[0]], where="post", label="log2(scale)")
+skip_at = [i for i in steps if ours[1][i]]
+ax.plot(skip_at, [math.log2(ours[0][i]) for i in skip_at], "rx", markersize=8, label="skipped (overflow)")
+for i in sorted(overflow_steps):
+    ax.axvline(i, color="grey", linestyle=":", linewidth=1)
+ax.set(xlabel="step", ylabel="log2(loss scale)", title="Dynamic loss scaling (dotted: planted inf gradients)")
+ax.legend()
+ax.grid(alpha=0.3)
+plt.close(fig)
+fig
+
+# %% [markdown]
+# The start shows the calibration: several skipped steps in a row while the scale halves down from $2^{24}$ to
+# a value whose gradients fit in float16. After that, the scale grows every `growth_interval` good steps until
+# it overflows again (the real GradScaler's default interval is 2000 steps, so in practice skips are rare). A
+# planted `inf` costs one skipped step and one halving, nothing more: the weights never see it.
+#
+# ## 5. The recipe, on any device
+# - **CUDA**: float16 autocast plus `GradScaler`, which works on every tensor-core GPU. GPUs from the Ampere
+#   generation on (`torch.cuda.is_bf16_supported()`) also run bfloat16 fast, which needs no scaler.
+# - **CPU** (and other devices): bfloat16 autocast, no scaler. float16 works on a CPU too, but most CPUs have
+#   no float16 arithmetic units (section 6 measures yours).
+#
+# One training step covers both: a `GradScaler` created with `enabled=False` passes the loss through unchanged
+# and calls `optimizer.step()` directly, so the code has no branch.
+
+# %%
+def amp_recipe(device: torch.device) -> tuple[torch.dtype, torch.amp.GradScaler]:
+    """The autocast dtype for ``device``, and a GradScaler that is active only for float16."""
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return dtype, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def amp_step(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor,
+             dtype: torch.dtype, scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """One mixed-precision training step; float32 when ``dtype`` is torch.float32."""
+    with torch.autocast(X.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        y_hat = model(X)                     # low-precision matmuls, float32 parameters
+        loss = F.cross_entropy(y_hat, y)     # float32 (autocast casts losses up)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()            # disabled scaler: loss.backward()
+    scaler.step(optimizer)                   # unscale, check, step or skip
+    scaler.update()
+    return loss.detach()
+
+
+amp_dtype, _ = amp_recipe(device)
+print(f"recipe on {device.type}: autocast in {NAMES[amp_dtype]}, GradScaler "
+      f"{'on' if amp_dtype == torch.float16 else 'off'}")
+if device.type == "cuda":
+    print(f"this GPU supports bfloat16: {torch.cuda.is_bf16_supported()}")
+
+# %% [markdown]
+# Train the digits MLP with the step above in all three precisions, from the same start. float16 plus
+# `GradScaler` runs here too: the MLP is small enough that even a CPU without float16 units gets through it.
+
+# %%
+num_epochs_mlp = cfg.pick(smoke=3, small=15, full=30)
+flat_train, flat_val, _ = digits_flat.loaders(batch_size=64, seed=cfg.seed)
+rows, final = [], {}
+for dtype in (torch.float32, torch.bfloat16, torch.float16):
+    torch.manual_seed(cfg.seed)
+    model = dlcourse.models.mlp(64, [128], 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    t0 = time.perf_counter()
+    for epoch in range(num_epochs_mlp):
+        for X, y in flat_train:
+            loss = amp_step(model, optimizer, X.to(device), y.to(device), dtype, scaler)
+    seconds = time.perf_counter() - t0
+    scores = dlcourse.evaluate(model, flat_val)
+    final[dtype] = scores["acc"]
+    rows.append((NAMES[dtype], "on" if scaler.is_enabled() else "off", f"{loss.item():.4f}",
+                 f"{scores['acc']:.1%}", f"{seconds:.2f}"))
+show_table(rows, ("precision", "GradScaler", "last batch loss", "val accuracy", "seconds"))
+assert all(acc > cfg.pick(smoke=0.85, small=0.93, full=0.93) for acc in final.values())
+assert all(abs(final[dtype] - final[torch.float32]) < 0.05 for dtype in LOW), "same accuracy in all three"
+
+# %% [markdown]
+# All three land at the same accuracy: the mixed-precision recipe changes the arithmetic, not what the model
+# learns. (The times of this small MLP say little; section 6 times a convolutional network.)
+#
+# `dlcourse.fit` has the recipe built in: `amp=True` picks the dtype as `amp_recipe` does (or takes
+# `amp_dtype=`), wraps the forward pass and loss in autocast and uses a `GradScaler` exactly when the dtype is
+# float16. Here it trains the CNN of section 2 again, next to a float32 run:
+
+# %%
+rows, fit_acc = [], {}
+for amp in (False, True):
+    torch.manual_seed(cfg.seed)
+    model = dlcourse.models.SmallCNN(in_channels=1, num_classes=10, width=16, depth=2, image_size=8)
+    model = model.to(device)
+    hist = dlcourse.fit(model, torch.optim.Adam(model.parameters(), lr=3e-3), train_loader, val_loader,
+                        num_epochs=cfg.pick(smoke=2, small=8, full=15), amp=amp, progress=progress)
+    fit_acc[amp] = dlcourse.evaluate(model, test_loader)["acc"]
+    rows.append((f"amp={amp}", NAMES[amp_dtype] if amp else "float32", f"{hist.last['train_loss']:.4f}",
+                 f"{hist.last['val_acc']:.1%}", f"{fit_acc[amp]:.1%}", f"{sum(hist['seconds']):.1f}"))
+show_table(rows, ("fit", "compute dtype", "train loss", "val accuracy", "test accuracy", "seconds"))
+assert fit_acc[True] > cfg.pick(smoke=0.8, small=0.95, full=0.95)
+assert abs(fit_acc[True] - fit_acc[False]) < 0.05
+
+# %% [markdown]
+# ## 6. Time and memory per precision, measured here
+# One full training step (forward, loss, backward, optimizer step) of a `SmallCNN` on a batch of 32×32 colour
+# images, in float32, bfloat16 and float16 autocast, each timed as the best of several repeats after a warm-up
+# step (on CUDA, with `torch.cuda.synchronize()` before reading the clock, since GPU work is asynchronous).
+#
+# Memory: autocast does not shrink the parameters (they stay float32); it shrinks the *activations*, the
+# tensors autograd saves for the backward pass. `dlcourse.memory.saved_tensor_bytes` counts them on any
+# device; on CUDA, `dlcourse.memory.peak_memory` also reports the allocator's peak
+# (`torch.cuda.max_memory_allocated`) for the whole step.
+
+# %%
+batch_size = cfg.pick(smoke=16, small=64, full=256)
+width = cfg.pick(smoke=16, small=32, full=64)
+repeats = cfg.pick(smoke=3, small=5, full=20)
+gen = torch.Generator().manual_seed(cfg.seed)
+X_img = torch.rand(batch_size, 3, 32, 32, generator=gen).to(device)       # (B, 3, 32, 32)
+y_img = torch.randint(0, 6, (batch_size,), generator=gen).to(device)      # (B,)
+
+
+def sync() -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_step(dtype: torch.dtype, repeats: int, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Best-of-``repeats`` seconds of one training step on (X, y) of a fresh SmallCNN in ``dtype``."""
+    torch.manual_seed(cfg.seed)
+    model = dlcourse.models.SmallCNN(in_channels=3, num_classes=6, width=width).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    amp_step(model, optimizer, X, y, dtype, scaler)              # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        amp_step(model, optimizer, X, y, dtype, scaler)
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def forward_loss(model: nn.Module, dtype: torch.dtype, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        return F.cross_entropy(model(X), y)
+
+
+def memory_of(dtype: torch.dtype) -> dict[str, int]:
+    """Bytes saved for backward by the forward pass (activations only), and on CUDA the step's peak."""
+    torch.manual_seed(cfg.seed)
+    model = dlcourse.models.SmallCNN(in_channels=3, num_classes=6, width=width).to(device)
+    saved = dlcourse.memory.saved_tensor_bytes(lambda: forward_loss(model, dtype, X_img, y_img),
+                                               exclude=model.parameters())
+    out = {"saved": saved}
+    if device.type == "cuda":
+        out["peak"] = dlcourse.memory.peak_memory(lambda: forward_loss(model, dtype, X_img, y_img).backward(),
+                                                  device, count_saved=False)["peak_bytes"]
+    return out
+
+
+# %% [markdown]
+# float16 on a CPU deserves care: most CPUs (this course's CI machine included) have no float16 arithmetic, so
+# PyTorch emulates it and a float16 convolution can take tens of times longer than a float32 one. On a CPU the
+# cell below therefore times float16 on a batch of 2 images only, against float32 on the same 2 images, and
+# prints that ratio instead of a full-batch time.
+
+# %%
+times = {dtype: time_step(dtype, repeats, X_img, y_img) for dtype in (torch.float32, torch.bfloat16)}
+if device.type == "cuda":
+    times[torch.float16] = time_step(torch.float16, repeats, X_img, y_img)
+else:
+    tiny = {dtype: time_step(dtype, 1, X_img[:2], y_img[:2]) for dtype in (torch.float32, torch.float16)}
+    print(f"float16 on {device.type}: not timed at batch {batch_size}. At batch 2 one float16 step took "
+          f"{1000 * tiny[torch.float16]:.1f} ms against {1000 * tiny[torch.float32]:.1f} ms in float32 "
+          f"({tiny[torch.float16] / tiny[torch.float32]:.0f}x slower): no float16 arithmetic units.\n")
+mem = {dtype: memory_of(dtype) for dtype in (torch.float32, *LOW)}
+
+rows = []
+for dtype in (torch.float32, torch.bfloat16, torch.float16):
+    t = times.get(dtype)
+    rows.append((NAMES[dtype],
+                 f"{1000 * t:.2f}" if t else "see above",
+                 f"{times[torch.float32] / t:.2f}x" if t else "-",
+                 dlcourse.memory.format_bytes(mem[dtype]["saved"]),
+                 f"{mem[torch.float32]['saved'] / mem[dtype]['saved']:.2f}x",
+                 dlcourse.memory.format_bytes(mem[dtype]["peak"]) if "peak" in mem[dtype] else "CUDA only"))
+print(f"SmallCNN(width={width}), batch {batch_size} of 3x32x32, on {device}; best of {repeats} steps")
+show_table(rows, ("precision", "step ms", "speed-up", "saved for backward", "smaller by", "peak (CUDA)"))
+assert mem[torch.bfloat16]["saved"] < 0.75 * mem[torch.float32]["saved"], "16-bit activations are smaller"
+assert mem[torch.float16]["saved"] == mem[torch.bfloat16]["saved"], "both 16-bit formats: 2 bytes a number"
+
+# %% [markdown]
+# What to read from the table: the activations saved for backward shrink, but by less than 2×, because not
+# everything saved is a 16-bit float: max-pooling saves the positions of its maxima as int64 (8 bytes each),
+# and normalisation statistics and the loss's inputs stay float32. The speed-up depends entirely on the
+# hardware. On a CPU with bfloat16 instructions (`avx512_bf16` or AMX) bfloat16 is usually faster than
+# float32; on one without, it can be slower. On a GPU with tensor cores, expect float16 and bfloat16 steps to
+# be clearly faster than float32 for convolution- and matmul-heavy models at `full` scale (often 2× or more),
+# with the peak memory of the step falling with the activations. Tiny models are dominated by per-operation
+# overhead and gain little anywhere. Measure before you decide.
+#
+# ## Summary
+# - float32 (8 exponent, 23 mantissa bits), float16 (5, 10) and bfloat16 (8, 7): max $(2 - 2^{-m})
+#   2^{\text{bias}}$, smallest normal $2^{1-\text{bias}}$, smallest subnormal $2^{1-\text{bias}-m}$, eps
+#   $2^{-m}$. bfloat16 has float32's range but only about 2 decimal digits; float16 has about 3 digits and a
+#   range of $6 \cdot 10^{-8}$ to 65504.
+# - Small updates vanish in 16 bits, so weights and their updates stay float32 (autocast never touches them).
+# - A real model's backward pass produces gradients below float16's normal range; some flush to zero. A loss
+#   scale shifts them into range; bfloat16 needs none.
+# - `torch.autocast` casts matmuls and convolutions down, losses up, and lets the rest follow their inputs;
+#   the exact lists depend on the device: print them.
+# - Dynamic loss scaling: scale, unscale, check for inf/NaN, skip the step and back off on overflow, grow
+#   after a run of good steps. Ours matches `torch.amp.GradScaler` exactly.
+# - Recipe: float16 + `GradScaler` on CUDA (or bfloat16 on Ampere and later), bfloat16 on CPU;
+#   `dlcourse.fit(..., amp=True)` does this.
+# - Whether it is faster depends on the hardware: measure time and memory on the machine you train on.
+
+# %%
+print(f"This notebook ran in {time.perf_counter() - t_start:.1f} s at scale {cfg.scale!r} on {device} "
+      f"(after the setup cell).")
+
+# %% [markdown]
+# ## Exercises
+# 1. **float8.** PyTorch has `torch.float8_e5m2` (5 exponent, 2 mantissa bits) and `torch.float8_e4m3fn` (4,
+#    3). Compute their limits with `format_limits` and compare with `torch.finfo`. One of them disagrees on
+#    the maximum: find out why (hint: what does "fn" say about infinities?).
+# 2. **Stochastic rounding.** Section 1 showed that adding $10^{-4}$ to a bfloat16 number stalls. Round each
+#    sum up or down at random, with probabilities given by the distance to the two neighbours. Does the sum of
+#    10,000 additions now reach about 1 on average?
+# 3. **Scale over training.** Record `scaler.get_scale()` after every step of a longer float16 run (on a GPU,
+#    or with the MLP on a CPU) with the default `growth_interval`. How often is a step skipped?
+# 4. **Clipping with a scaler.** Gradient clipping must see the *unscaled* gradients. Add
+#    `torch.nn.utils.clip_grad_norm_` to `amp_step` in the right place (`scaler.unscale_` first) and check
+#    that our `DynamicLossScaler` still matches `GradScaler` (then compare with `dlcourse.fit(...,
+#    clip_grad_norm=...)`).
+# 5. **Where does the time go?** Time the forward pass and the backward pass separately in each precision.
+#    Which one gains more from bfloat16 on your machine?
+# 6. **Pure bfloat16.** Convert the whole model with `model.to(torch.bfloat16)` (no float32 master weights)
+#    and train the digits MLP with plain SGD and a small learning rate. Compare with autocast, and explain the
+#    difference with section 1's last table.
