@@ -1,8 +1,11 @@
 """Training diagnostics: tools that tell you why training goes wrong, or which setting to try first.
 
-Introduced in notebook 04 with the learning-rate range test (:func:`lr_range_test`); later notebooks reuse it, and
-the debugging notebook adds more checks here. Every tool leaves the model and optimizer as it found them and
-returns a result object whose ``plot()`` gives a matplotlib Figure.
+Introduced in notebook 04 with the learning-rate range test (:func:`lr_range_test`); later notebooks reuse it.
+Notebook 13 (debugging) adds the training doctor, :func:`doctor`, which runs a dozen checks (data, initial loss,
+overfitting one batch, gradient flow, activations, non-finite values, learning rate, train/eval mode) and returns a
+:class:`Report` of :class:`Finding` s; it is defined in :mod:`dlcourse.doctor` and re-exported here, so
+``from dlcourse.diagnose import doctor`` is the import to use. Every tool leaves the model and optimizer as it found
+them; results give matplotlib Figures.
 """
 
 from __future__ import annotations
@@ -119,7 +122,8 @@ def _suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
 def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer | OptimizerFactory, train_loader: Iterable,
                   loss_fn: LossFn = F.cross_entropy, start_lr: float = 1e-7, end_lr: float = 10.0,
                   num_steps: int = 100, smooth: float = 0.05, diverge_factor: float = 4.0,
-                  device: torch.device | str | None = None) -> LRRangeResult:
+                  device: torch.device | str | None = None, train_step: Callable | None = None
+                  ) -> LRRangeResult:
     """Train for up to ``num_steps`` batches while raising the lr exponentially from ``start_lr`` to ``end_lr``.
 
     Step i uses ``lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))`` in every parameter group (the
@@ -129,6 +133,9 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer | Optimizer
     the loss is not finite. Afterwards the result's ``smoothed`` curve, which the suggestion is read from, is a
     centred moving average over about ``1 / smooth`` steps: a running average would trail the sweep by as many
     steps and push the suggestion towards too large an lr.
+
+    ``train_step(model, optimizer, X, y, loss_fn) -> loss`` (a tensor or a float), when given, replaces the standard
+    step (forward, loss, zero_grad, backward, step), so that a bug inside a user's own step shows in the sweep.
 
     ``optimizer`` is an optimizer over ``model``'s parameters, or a factory that builds one from them (e.g.
     ``torch.optim.Adam`` or ``functools.partial(torch.optim.SGD, momentum=0.9)``). Afterwards the model's
@@ -173,12 +180,16 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer | Optimizer
                     group["lr"] = lr
                 X, y = next(batches)
                 X, y = X.to(device), y.to(device)
-                loss = loss_fn(model(X), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                if train_step is None:
+                    loss = loss_fn(model(X), y)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                else:
+                    loss = train_step(model, opt, X, y, loss_fn)
 
-                value = loss.item()  # read back every step: the sweep must see a blow-up at once
+                # read back every step: the sweep must see a blow-up at once
+                value = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
                 lrs.append(lr)
                 losses.append(value)
                 average = (1 - smooth) * average + smooth * value
@@ -197,3 +208,10 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer | Optimizer
     smoothed = _centred_average(losses, half_width=int(round(1 / (2 * smooth))))
     suggestion, min_loss_lr = _suggest(lrs, smoothed)
     return LRRangeResult(lrs, losses, smoothed, suggestion, min_loss_lr, diverged, num_steps)
+
+
+# The training doctor lives in its own module (it is long) but belongs to this module's public surface. Imported at
+# the end, so that dlcourse.doctor can import lr_range_test from here.
+from .doctor import CHECKS, Finding, Report, doctor, standard_train_step  # noqa: E402
+
+__all__ = ["LRRangeResult", "lr_range_test", "CHECKS", "Finding", "Report", "doctor", "standard_train_step"]

@@ -203,3 +203,548 @@ def test_bad_optimizer_and_empty_loader_raise_clear_errors():
     with pytest.raises(ValueError, match="empty"):
         lr_range_test(model, torch.optim.SGD, empty)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The training doctor. Every check is run on a set-up built to fail it and on healthy ones that must pass it. Most
+# tests run only the checks they are about (doctor(checks=[...])), on a small MLP and scikit-learn's digits.
+
+import json  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+import dlcourse  # noqa: E402
+from dlcourse import diagnose  # noqa: E402
+from dlcourse import doctor as doctor_module  # noqa: E402  (the thresholds live there)
+from dlcourse.data import make_loaders  # noqa: E402
+from dlcourse.diagnose import CHECKS, Finding, Report, doctor  # noqa: E402
+from dlcourse.models import SmallCNN, mlp  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def _digits() -> tuple[torch.Tensor, ...]:
+    """Digits as (N, 64) in [0, 1]: X_train, y_train, X_val, y_val."""
+    splits = dlcourse.data.digits(flatten=True)
+    return (*splits.train.tensors, *splits.val.tensors)
+
+
+def _loaders(X=None, y=None, X_val=None, y_val=None, batch_size: int = 64):
+    """Shuffled (seeded) train loader and ordered val loader over digits, any part replaced."""
+    Xt, yt, Xv, yv = _digits()
+    pick = lambda a, b: b if a is None else a  # noqa: E731
+    return make_loaders(TensorDataset(pick(X, Xt), pick(y, yt)), TensorDataset(pick(X_val, Xv), pick(y_val, yv)),
+                        batch_size=batch_size)
+
+
+def _mlp(hidden=(64,), out: int = 10, dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(0)
+    return mlp(64, list(hidden), out, dropout=dropout)
+
+
+def _sgd(lr: float):
+    return lambda params: torch.optim.SGD(params, lr=lr)
+
+
+def _accuracy(model, loader) -> float:
+    return dlcourse.evaluate(model, loader)["acc"]
+
+
+def _accuracy_without_eval(model, loader) -> float:
+    """A typical bug: evaluation that forgets model.eval()."""
+    correct = count = 0
+    with torch.no_grad():
+        for X, y in loader:
+            correct += int((model(X).argmax(dim=1) == y).sum())
+            count += len(y)
+    return correct / count
+
+
+def _step_without_zero_grad(model, optimizer, X, y, loss_fn):
+    loss = loss_fn(model(X), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _run(model, train_loader, checks, **kwargs) -> Report:
+    return doctor(model, train_loader, checks=checks, progress=False, **kwargs)
+
+
+def _severities(report: Report, check: str) -> list[str]:
+    return [f.severity for f in report.get(check)]
+
+
+class _Log(nn.Module):
+    def forward(self, X):
+        return torch.log(X)                    # log(0) after a ReLU: -inf
+
+
+class _Normalise(nn.Module):
+    def forward(self, X):
+        return X / X.sum(dim=1, keepdim=True)  # 0 / 0 once a row of ReLU outputs is all zero
+
+
+class _Detached(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.hidden, self.out = nn.Linear(64, 64), nn.Linear(64, 10)
+
+    def forward(self, X):
+        return self.out(F.relu(self.hidden(X)).detach())   # no gradient reaches self.hidden
+
+
+# --- the planted bugs of notebook 13's lab: each set-up has exactly one bug ------------------------------------------
+
+def _bug(name: str):
+    """(model, train_loader, doctor kwargs) for one classic bug (or "healthy")."""
+    Xt, yt, Xv, yv = _digits()
+    train, val = _loaders()
+    common = dict(val_loader=val)
+    if name == "healthy":
+        return _mlp(), train, common | dict(evaluate_fn=_accuracy)
+    if name == "forgotten zero_grad":
+        return _mlp(), train, common | dict(train_step=_step_without_zero_grad)
+    if name == "softmax before cross_entropy":
+        return nn.Sequential(_mlp(), nn.Softmax(dim=1)), train, common
+    if name == "broadcasting in the loss":        # regression on the digit's value: (N, 1) vs (N,)
+        train, val = _loaders(y=yt.float(), y_val=yv.float())
+        return _mlp(out=1), train, dict(val_loader=val, loss_fn=F.mse_loss, optimizer_factory=_sgd(0.01))
+    if name == "labels shuffled apart from inputs":
+        perm = torch.randperm(len(yt), generator=torch.Generator().manual_seed(1))
+        train, val = _loaders(y=yt[perm])
+        return _mlp(), train, dict(val_loader=val)
+    if name == "missing model.eval()":
+        return _mlp(dropout=0.5), train, common | dict(evaluate_fn=_accuracy_without_eval)
+    if name == "normalised with test statistics":
+        mean, std = Xv.mean(), Xv.std()
+        train, val = _loaders(X=(Xt - mean) / std, X_val=(Xv - mean) / std)
+        return _mlp(), train, dict(val_loader=val)
+    if name == "unnormalised inputs":
+        train, val = _loaders(X=Xt * 16, X_val=Xv * 16)             # the raw 0..16 pixel values
+        return _mlp(), train, dict(val_loader=val)
+    if name == "lr 100x too high":
+        return _mlp(), train, common | dict(optimizer_factory=_sgd(10.0))
+    if name == "lr 100x too low":
+        return _mlp(), train, common | dict(optimizer_factory=_sgd(0.001))
+    if name == "detached tensor":
+        return _Detached(), train, common
+    if name == "frozen layer":
+        model = _mlp()
+        model[1].requires_grad_(False)
+        return model, train, common
+    if name == "dead ReLUs (huge negative bias)":
+        model = _mlp()
+        nn.init.constant_(model[1].bias, -10.0)
+        return model, train, common
+    if name == "nan from log(0)":
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), _Log(), nn.Linear(64, 10)), train, common
+    if name == "nan from a division":
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), _Normalise(), nn.Linear(64, 10)), train, common
+    raise KeyError(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _bug_report(name: str) -> Report:
+    model, train, kwargs = _bug(name)
+    return doctor(model, train, progress=False, **kwargs)
+
+
+# bug -> the check that names it (measured); other checks may flag symptoms too
+BUGS = {
+    "forgotten zero_grad": "overfit_batch",
+    "softmax before cross_entropy": "initial_loss",
+    "broadcasting in the loss": "initial_loss",
+    "labels shuffled apart from inputs": "learnability",
+    "missing model.eval()": "eval_mode",
+    "normalised with test statistics": "inputs",
+    "unnormalised inputs": "inputs",
+    "lr 100x too high": "lr_range",
+    "lr 100x too low": "lr_range",
+    "detached tensor": "gradient_flow",
+    "frozen layer": "gradient_flow",
+    "dead ReLUs (huge negative bias)": "activations",
+    "nan from log(0)": "non_finite",
+    "nan from a division": "non_finite",
+}
+
+
+def test_healthy_mlp_on_digits_gets_no_warning_at_all():
+    report = _bug_report("healthy")
+    assert [f.check for f in report.findings if f.severity == "ok"] and not report.flagged, str(report)
+    assert {f.check for f in report.findings} == set(CHECKS)       # every check ran and said something
+    assert list(report.seconds) == list(CHECKS)
+
+
+def test_healthy_small_cnn_on_shapes_gets_no_warning_at_all():
+    splits = dlcourse.data.shapes(n_train=320, n_val=64, n_test=8, image_size=16)
+    train, val, _ = splits.loaders(batch_size=32)
+    torch.manual_seed(0)
+    model = SmallCNN(image_size=16, width=8)
+    report = doctor(model, train, val_loader=val, evaluate_fn=_accuracy, progress=False)
+    assert not report.flagged, str(report)
+    assert report.get("eval_mode")[0].severity == "ok"                 # BatchNorm runs in eval mode in evaluate()
+
+
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_each_classic_bug_is_named_by_its_check(bug):
+    report = _bug_report(bug)
+    assert report.flags(BUGS[bug]), f"{bug}: expected {BUGS[bug]} to flag it\n{report}"
+    flagged = report.get(BUGS[bug])
+    assert any(f.flagged and f.message and f.fix for f in flagged)     # a learner gets a message and a fix
+
+
+def test_doctor_leaves_model_rng_and_loader_untouched_and_is_deterministic():
+    model, train, kwargs = _bug("healthy")
+    state = copy.deepcopy(model.state_dict())
+    model.eval()
+    rng = torch.get_rng_state()
+    loader_state = train.generator.get_state()
+    first = _run(model, train, ["overfit_batch", "learnability", "lr_range"], **kwargs)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng) and torch.equal(train.generator.get_state(), loader_state)
+    second = _run(model, train, ["overfit_batch", "learnability", "lr_range"], **kwargs)
+    assert first.to_dict() == second.to_dict()
+    assert not plt.get_fignums()                                         # figures are closed, shown only on demand
+
+
+def test_report_surface():
+    model, train, kwargs = _bug("softmax before cross_entropy")
+    report = _run(model, train, ["labels", "leakage", "initial_loss"], **kwargs)
+    assert all(isinstance(f, Finding) for f in report.findings)
+    assert report.flagged == [f for f in report.findings if f.severity in ("warning", "error")]
+    assert report.flags("initial_loss") and not report.flags("leakage")
+    data = report.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert set(data[0]) == {"check", "severity", "message", "evidence", "fix"}
+    text = str(report)
+    assert "initial_loss" in text and "ERROR" in text and "fix:" in text
+    html = report._repr_html_()
+    assert html.startswith("<table>") and "data:image/png;base64" in html
+    assert any(isinstance(f.figure, Figure) for f in report.findings)
+    assert "Report(" in repr(report)
+    with pytest.raises(ValueError, match="unknown check"):
+        report.flags("nope")
+    with pytest.raises(ValueError, match="severity"):
+        Finding("labels", "bad", "message")
+    assert diagnose.doctor is doctor and diagnose.Report is Report
+
+
+def test_checks_argument_progress_and_bad_arguments(capsys):
+    train, _ = _loaders()
+    report = doctor(_mlp(), train, checks=["shuffling", "labels"])      # run in the doctor's order, not the list's
+    assert [f.check for f in report.findings][:1] == ["labels"] and set(report.seconds) == {"labels", "shuffling"}
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and "labels" in lines[0] and "shuffling" in lines[1]
+    with pytest.raises(ValueError, match="unknown check"):
+        doctor(_mlp(), train, checks=["overfit"])
+    empty = DataLoader(TensorDataset(torch.zeros(0, 64), torch.zeros(0, dtype=torch.int64)), batch_size=4)
+    with pytest.raises(ValueError, match="empty"):
+        doctor(_mlp(), empty, progress=False)
+    pairs = DataLoader([{"x": torch.zeros(64)}], batch_size=1)
+    with pytest.raises(ValueError, match=r"\(X, y\) pairs"):
+        doctor(_mlp(), pairs, progress=False)
+
+
+def test_an_exception_in_the_users_code_becomes_an_error_finding():
+    train, _ = _loaders()
+    torch.manual_seed(0)
+    wrong = nn.Sequential(nn.Linear(32, 10))                             # expects 32 features, gets 64
+    report = _run(wrong, train, ["labels", "initial_loss"])
+    assert _severities(report, "labels") == ["ok"]                      # data checks still run
+    assert report.flags("initial_loss") and "could not run" in report.get("initial_loss")[0].message
+
+
+# --- labels ------------------------------------------------------------------------------------------------------
+
+def test_labels_missing_rare_and_out_of_range():
+    Xt, yt, _, _ = _digits()
+    keep = (yt != 3) & ((yt != 0) | (torch.arange(len(yt)) % 20 == 0))   # no 3s, one in twenty 0s
+    report = _run(_mlp(), _loaders(X=Xt[keep], y=yt[keep])[0], ["labels"])
+    messages = " ".join(f.message for f in report.flagged)
+    assert "never appears" in messages and "imbalanced" in messages
+    assert report.get("labels")[0].evidence["counts"][3] == 0
+    shifted = _run(_mlp(), _loaders(y=yt + 1)[0], ["labels"])           # labels 1..10 for 10 outputs
+    assert _severities(shifted, "labels") == ["error"] and "outside 0..9" in shifted.flagged[0].message
+    single = _run(_mlp(), _loaders(y=torch.zeros_like(yt))[0], ["labels"])
+    assert _severities(single, "labels") == ["error"]
+
+
+# --- inputs ------------------------------------------------------------------------------------------------------
+
+def test_inputs_unnormalised_tiny_and_non_finite():
+    Xt, _, _, _ = _digits()
+    raw = _run(_mlp(), _loaders(X=Xt * 16)[0], ["inputs"])
+    assert "not normalised" in raw.flagged[0].message and raw.flagged[0].evidence["rms"] > 4
+    tiny = _run(_mlp(), _loaders(X=Xt / 1000)[0], ["inputs"])
+    assert tiny.flags("inputs") and "tiny" in tiny.flagged[0].message
+    broken = Xt.clone()
+    broken[5, 7] = float("nan")
+    nan = _run(_mlp(), _loaders(X=broken)[0], ["inputs"])
+    assert _severities(nan, "inputs") == ["error"] and nan.flagged[0].evidence["nonfinite_values"] == 1
+    scales = Xt.clone()
+    scales[:, 10] *= 1e4                                                # one feature in different units
+    spread = _run(_mlp(), _loaders(X=scales)[0], ["inputs"])
+    assert any("different scales" in f.message for f in spread.flagged)
+
+
+def test_inputs_normalisation_statistics_must_come_from_the_training_split():
+    Xt, _, Xv, _ = _digits()
+
+    def report(X, X_val):
+        return _run(_mlp(), _loaders(X=X, X_val=X_val)[0], ["inputs"], val_loader=_loaders(X=X, X_val=X_val)[1])
+
+    train_mean, train_std = Xt.mean(), Xt.std()
+    good = report((Xt - train_mean) / train_std, (Xv - train_mean) / train_std)
+    assert not good.flagged, str(good)
+    val_mean, val_std = Xv.mean(), Xv.std()
+    leaky = report((Xt - val_mean) / val_std, (Xv - val_mean) / val_std)
+    assert any("computed on the validation" in f.message for f in leaky.flagged)
+    channel_mean, channel_std = Xv.mean(dim=0), Xv.std(dim=0).clamp_min(0.05)
+    per_feature = report((Xt - channel_mean) / channel_std, (Xv - channel_mean) / channel_std)
+    assert per_feature.flags("inputs")
+    own = report((Xt - train_mean) / train_std, (Xv - val_mean) / val_std)
+    assert any("its own statistics" in f.message for f in own.flagged)
+    forgotten = report((Xt - train_mean) / train_std, Xv)              # val left unnormalised
+    assert any("differ from training inputs" in f.message for f in forgotten.flagged)
+
+
+# --- leakage -----------------------------------------------------------------------------------------------------
+
+def test_leakage_overlap_and_duplicates():
+    Xt, yt, _, _ = _digits()
+    train, val = _loaders()
+    leaky_val = DataLoader(TensorDataset(Xt[:200], yt[:200]), batch_size=64)
+    report = _run(_mlp(), train, ["leakage"], val_loader=leaky_val)
+    assert _severities(report, "leakage") == ["error"]
+    assert report.flagged[0].evidence["val_in_train"] == 200
+    assert not _run(_mlp(), train, ["leakage"], val_loader=val).flagged
+    X_dup = torch.cat([Xt, Xt[:100]])
+    y_dup = torch.cat([yt, (yt[:100] + 1) % 10])                        # the copies carry other labels
+    dups = _run(_mlp(), _loaders(X=X_dup, y=y_dup)[0], ["leakage"])
+    messages = " ".join(f.message for f in dups.flagged)
+    assert "100 of 1357" in messages and "different labels" in messages
+
+
+# --- shuffling ---------------------------------------------------------------------------------------------------
+
+def test_shuffling_sorted_and_unshuffled_loaders():
+    Xt, yt, _, _ = _digits()
+    order = torch.argsort(yt, stable=True)
+    sorted_loader = DataLoader(TensorDataset(Xt[order], yt[order]), batch_size=64)
+    report = _run(_mlp(), sorted_loader, ["shuffling"])
+    assert _severities(report, "shuffling") == ["error"] and "sorted by label" in report.flagged[0].message
+    plain = _run(_mlp(), DataLoader(TensorDataset(Xt, yt), batch_size=64), ["shuffling"])
+    assert _severities(plain, "shuffling") == ["warning"]
+    assert _severities(_run(_mlp(), _loaders()[0], ["shuffling"]), "shuffling") == ["ok"]
+
+
+# --- initial loss ------------------------------------------------------------------------------------------------
+
+def test_initial_loss_flags_softmax_relu_and_overconfident_outputs():
+    train, _ = _loaders()
+    softmax = _run(nn.Sequential(_mlp(), nn.Softmax(dim=1)), train, ["initial_loss"])
+    assert _severities(softmax, "initial_loss") == ["error"] and "softmax" in softmax.flagged[0].message
+    relu = _run(nn.Sequential(_mlp(), nn.ReLU()), train, ["initial_loss"])
+    assert "ReLU" in relu.flagged[0].message
+    confident = _mlp()
+    with torch.no_grad():
+        confident[-1].weight.mul_(20)
+    big = _run(confident, train, ["initial_loss"])
+    assert "well above log 10" in big.flagged[0].message
+    assert big.flagged[0].evidence["initial_loss"] > math.log(10) + doctor_module.INITIAL_LOSS_EXCESS
+    ok = _run(_mlp(), train, ["initial_loss"])
+    assert _severities(ok, "initial_loss") == ["ok"]
+    assert abs(ok.findings[0].evidence["initial_loss"] - math.log(10)) < doctor_module.INITIAL_LOSS_EXCESS
+
+
+def test_initial_loss_finds_broadcasting_in_builtin_and_hand_written_losses():
+    _, yt, _, yv = _digits()
+    train, _ = _loaders(y=yt.float(), y_val=yv.float())
+
+    def squared_error(y_hat, y):
+        return ((y_hat - y) ** 2).mean()                                # (N, 1) - (N,) -> (N, N)
+
+    for loss_fn in (F.mse_loss, squared_error):
+        torch.manual_seed(0)
+        report = _run(mlp(64, [32], 1), train, ["initial_loss"], loss_fn=loss_fn)
+        assert report.flags("initial_loss") and "broadcasts" in report.flagged[0].message
+        assert report.flagged[0].evidence["y_hat_shape"] == [doctor_module.STEP_EXAMPLES, 1]
+    torch.manual_seed(0)
+    fixed = _run(nn.Sequential(mlp(64, [32], 1), nn.Flatten(0)), train, ["initial_loss"], loss_fn=F.mse_loss)
+    assert not fixed.flagged, str(fixed)
+
+
+# --- overfitting one batch -----------------------------------------------------------------------------------------
+
+def test_overfit_batch_catches_accumulating_gradients_missing_step_and_bounded_outputs():
+    train, _ = _loaders()
+    accumulating = _run(_mlp(), train, ["overfit_batch"], train_step=_step_without_zero_grad)
+    assert accumulating.findings[0].severity == "error" and "accumulate" in accumulating.findings[0].message
+
+    def no_update(model, optimizer, X, y, loss_fn):
+        loss = loss_fn(model(X), y)
+        optimizer.zero_grad()
+        loss.backward()
+        return loss
+
+    frozen = _run(_mlp(), train, ["overfit_batch"], train_step=no_update)
+    assert "did not change a single weight" in frozen.flagged[0].message
+    ok = _run(_mlp(), train, ["overfit_batch"])
+    assert _severities(ok, "overfit_batch") == ["ok"] and ok.findings[0].evidence["final_acc"] == 1.0
+    assert isinstance(ok.findings[0].figure, Figure)
+
+
+# --- learnability ------------------------------------------------------------------------------------------------
+
+def test_learnability_sees_labels_that_do_not_belong_to_their_inputs():
+    report = _bug_report("labels shuffled apart from inputs")
+    finding = report.get("learnability")[0]
+    assert finding.severity == "error" and "memorises a batch" in finding.message
+    assert finding.evidence["held_out_acc_after"] < finding.evidence["acc_needed"]
+    assert report.get("overfit_batch")[0].evidence["progress"] >= 0.5    # memorising one batch still works
+    healthy = _bug_report("healthy").get("learnability")[0]
+    assert healthy.severity == "ok" and healthy.evidence["held_out_acc_after"] > 0.3
+
+
+# --- gradient flow -----------------------------------------------------------------------------------------------
+
+def test_gradient_flow_detached_frozen_vanishing_and_detached_loss():
+    train, _ = _loaders()
+    detached = _run(_Detached(), train, ["gradient_flow"])
+    assert _severities(detached, "gradient_flow") == ["error"] and "'hidden'" in detached.flagged[0].message
+    frozen_model = _mlp()
+    frozen_model[1].requires_grad_(False)
+    frozen = _run(frozen_model, train, ["gradient_flow"])
+    assert "frozen" in frozen.flagged[0].message and frozen.flagged[0].evidence["frozen"] == ["1"]
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(64, 32), nn.Sigmoid()]
+    for _ in range(8):
+        layers += [nn.Linear(32, 32), nn.Sigmoid()]
+    deep = _run(nn.Sequential(*layers, nn.Linear(32, 10)), train, ["gradient_flow"])
+    assert "vanishing" in deep.flagged[0].message
+    assert deep.flagged[0].evidence["relative_grad_spread"] > doctor_module.GRAD_SPREAD
+
+    def detached_loss(model, optimizer, X, y, loss_fn):
+        loss = loss_fn(model(X).detach(), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    broken = _run(_mlp(), train, ["gradient_flow"], train_step=detached_loss)
+    assert "not connected" in broken.flagged[0].message
+    healthy = _run(_mlp([64, 64, 64]), train, ["gradient_flow"])
+    assert _severities(healthy, "gradient_flow") == ["ok"]
+
+
+# --- activations -------------------------------------------------------------------------------------------------
+
+def test_activations_dead_relus_saturation_and_functional_calls():
+    train, _ = _loaders()
+    dead = _bug_report("dead ReLUs (huge negative bias)").get("activations")[0]
+    assert dead.severity == "error" and dead.evidence["dead_fraction"] == {"2: relu": 1.0}
+    torch.manual_seed(0)
+    tanh = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    nn.init.normal_(tanh[0].weight, std=3.0)
+    saturated = _run(tanh, train, ["activations"])
+    assert "saturated" in saturated.flagged[0].message
+
+    class Functional(nn.Module):                                          # F.relu, not nn.ReLU: still seen
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.hidden, self.out = nn.Linear(64, 32), nn.Linear(32, 10)
+            nn.init.constant_(self.hidden.bias, -5.0)
+
+        def forward(self, X):
+            return self.out(F.relu(self.hidden(X)))
+
+    functional = _run(Functional(), train, ["activations"])
+    assert functional.flags("activations") and "(model): relu" in functional.flagged[0].message
+    assert _severities(_run(_mlp(), train, ["activations"]), "activations") == ["ok"]
+
+
+# --- non-finite values ---------------------------------------------------------------------------------------------
+
+def test_non_finite_locates_the_module_the_backward_function_and_the_loss():
+    log = _bug_report("nan from log(0)").get("non_finite")[0]
+    assert log.severity == "error" and log.evidence["module"] == "2" and log.evidence["type"] == "_Log"
+    later = _bug_report("nan from a division").get("non_finite")[0]
+    assert later.evidence["type"] == "_Normalise" and "overfit_batch" in later.message
+    train, _ = _loaders()
+
+    class SqrtAtZero(nn.Module):                   # forward finite (sqrt(0) = 0), backward inf * 0 = nan
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.hidden, self.out = nn.Linear(64, 16), nn.Linear(16, 10)
+
+        def forward(self, X):
+            h = self.hidden(X)
+            return self.out(h + torch.sqrt(h - h.detach()))
+
+    backward = _run(SqrtAtZero(), train, ["non_finite"]).get("non_finite")[0]
+    assert backward.severity == "error" and "backward pass produces nan" in backward.message
+    assert backward.evidence["backward_function"] == "AddmmBackward0"     # sqrt's inf meets the Linear's weights
+    assert backward.evidence["forward_call"].endswith("in forward: h = self.hidden(X)")   # the learner's own line
+
+    def nan_loss(y_hat, y):
+        return F.cross_entropy(y_hat, y) / (y_hat.sum() * 0)
+
+    loss = _run(_mlp(), train, ["non_finite"], loss_fn=nan_loss)
+    assert "loss function produces it" in loss.flagged[0].message
+    assert _severities(_run(_mlp(), train, ["non_finite"]), "non_finite") == ["ok"]
+
+
+# --- learning rate -----------------------------------------------------------------------------------------------
+
+def test_lr_range_too_high_too_low_and_healthy_with_adam():
+    high = _bug_report("lr 100x too high").get("lr_range")[0]
+    assert high.severity == "error" and "too high" in high.message and high.evidence["blows_up_at_factor"] == 1.0
+    low = _bug_report("lr 100x too low").get("lr_range")[0]
+    assert low.severity == "warning" and "too low" in low.message and low.evidence["blows_up_at_factor"] is None
+    assert isinstance(low.figure, Figure) and "sweep_suggestion" in low.evidence
+    train, _ = _loaders()
+    adam = _run(_mlp(), train, ["lr_range"], optimizer_factory=lambda p: torch.optim.Adam(p, lr=1e-3))
+    assert _severities(adam, "lr_range") == ["ok"]
+
+
+def test_lr_range_test_uses_a_given_train_step():
+    calls = []
+
+    def step(model, optimizer, X, y, loss_fn):
+        calls.append(len(X))
+        return diagnose.standard_train_step(model, optimizer, X, y, loss_fn)
+
+    result = lr_range_test(_model(), torch.optim.SGD, _loader(), num_steps=7, start_lr=1e-3, end_lr=1e-1,
+                           train_step=step)
+    assert len(calls) == 7 == len(result.lrs)
+
+
+# --- train/eval mode ---------------------------------------------------------------------------------------------
+
+def test_eval_mode_missing_eval_and_randomness_in_eval():
+    report = _bug_report("missing model.eval()").get("eval_mode")[0]
+    assert report.severity == "error" and report.evidence["modules_in_train_mode"] == ["3"]
+    train, val = _loaders()
+    with_eval = _run(_mlp(dropout=0.5), train, ["eval_mode"], val_loader=val, evaluate_fn=_accuracy)
+    assert _severities(with_eval, "eval_mode") == ["ok"]
+
+    class AlwaysDropout(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.hidden, self.out = nn.Linear(64, 64), nn.Linear(64, 10)
+
+        def forward(self, X):
+            return self.out(F.dropout(F.relu(self.hidden(X)), 0.5))    # training=True whatever the mode
+
+    random_eval = _run(AlwaysDropout(), train, ["eval_mode"], val_loader=val, evaluate_fn=_accuracy)
+    assert "different results" in random_eval.flagged[0].message
+    no_fn = _run(AlwaysDropout(), train, ["eval_mode"])
+    assert "different outputs" in no_fn.flagged[0].message
+    assert _severities(_run(_mlp(dropout=0.5), train, ["eval_mode"]), "eval_mode") == ["info"]
