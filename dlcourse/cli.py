@@ -1,4 +1,4 @@
-"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check`` and ``grade``.
+"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check``, ``grade`` and ``doctor``.
 
 Every sub-command prints what it did; a problem ends with a message saying what to do and a non-zero exit code.
 """
@@ -154,6 +154,58 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_setup(spec: str) -> dict:
+    """Call the set-up function named by ``FILE.py:FUNCTION`` (or ``package.module:FUNCTION``) and return its dict.
+
+    The function takes no arguments and returns the doctor's keyword arguments: ``model`` and ``train_loader``
+    (required), and any of ``loss_fn``, ``optimizer_factory``, ``val_loader``, ``train_step``, ``evaluate_fn``,
+    ``num_classes``.
+    """
+    import importlib
+    import importlib.util
+
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name:
+        raise ValueError(f"{spec!r}: give the set-up as FILE.py:FUNCTION or module:FUNCTION, e.g. "
+                         "my_run.py:make_setup")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.path.insert(0, str(path.resolve().parent))  # the script's own imports resolve as when run directly
+        try:
+            module_spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+    else:
+        module = importlib.import_module(target)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise ValueError(f"{target} has no function {name!r}")
+    setup = factory()
+    if not isinstance(setup, dict) or "model" not in setup or "train_loader" not in setup:
+        raise ValueError(f"{spec} must return a dict with at least 'model' and 'train_loader' (and optionally "
+                         "loss_fn, optimizer_factory, val_loader, train_step, evaluate_fn, num_classes)")
+    return setup
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from .diagnose import doctor
+
+    setup = load_setup(args.setup)
+    checks = [c.strip() for c in args.checks.split(",")] if args.checks else None
+    report = doctor(**setup, checks=checks, seed=args.seed, progress=not args.quiet)
+    print(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+        print(f"findings written to {args.json}")
+    return 1 if report.flagged else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlcourse", description="Tools for the dlcourse notebooks and labs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds allowed per submission in all (default 600)")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory cap per kernel in MiB (0: none)")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("doctor", help="run the training doctor on a set-up (exit 1 when it flags something)")
+    p.add_argument("setup", help="FILE.py:FUNCTION (or module:FUNCTION) returning a dict with model, train_loader "
+                                 "and optionally loss_fn, optimizer_factory, val_loader, train_step, evaluate_fn")
+    p.add_argument("--checks", help="comma-separated subset of the checks (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the findings to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress line per check")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 
