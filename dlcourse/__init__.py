@@ -4,10 +4,12 @@ Notebooks start with ``cfg = dlcourse.setup(seed=0)``. Modules, one concept each
 ``config`` (scale, seed, device), ``data`` (offline datasets), ``models`` (reference models), ``train``
 (fit/evaluate, with AMP, accumulation, clipping and checkpoints), ``text`` (offline text corpus and tokenizer),
 ``viz`` (figures), ``memory`` (training memory: saved tensors, peak, state bytes), ``diagnose`` (the LR range test
-and the training doctor), ``grading`` (lab building, lint, autograding), ``cli`` (the ``dlcourse`` command).
+and the training doctor), ``distributed`` (launching and joining process groups), ``grading`` (lab building,
+lint, autograding), ``cli`` (the ``dlcourse`` command).
 """
 
-from . import data, diagnose, memory, models, text, train, viz
+import importlib
+
 from .config import SCALES, Config, ScaleError, environment_report, pick_device, seed_everything, setup
 from .train import History, evaluate, fit, load_checkpoint, predict, save_checkpoint
 
@@ -16,5 +18,19 @@ __version__ = "0.1.0"
 __all__ = [
     "SCALES", "Config", "ScaleError", "environment_report", "pick_device", "seed_everything", "setup",
     "History", "evaluate", "fit", "load_checkpoint", "predict", "save_checkpoint",
-    "data", "diagnose", "memory", "models", "text", "train", "viz",
+    "data", "diagnose", "distributed", "memory", "models", "text", "train", "viz",
 ]
+
+# Submodules load on first use (``dlcourse.viz.plot_history``): a torchrun worker that only needs
+# ``dlcourse.distributed`` does not pay for matplotlib.
+_SUBMODULES = frozenset({"data", "diagnose", "distributed", "memory", "models", "text", "train", "viz"})
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'dlcourse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES)

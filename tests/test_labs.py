@@ -121,3 +121,8 @@ class TestLab07(LabSelfCheck):
 
 class TestLab08(LabSelfCheck):
     lab = "lab08_memory"
+
+
+
+class TestLab09(LabSelfCheck):
+    lab = "lab09_distributed"
