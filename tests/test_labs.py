@@ -126,3 +126,8 @@ class TestLab08(LabSelfCheck):
 
 class TestLab09(LabSelfCheck):
     lab = "lab09_distributed"
+
+
+
+class TestLab10(LabSelfCheck):
+    lab = "lab10_profiling_compile"
