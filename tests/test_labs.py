@@ -131,3 +131,8 @@ class TestLab09(LabSelfCheck):
 
 class TestLab10(LabSelfCheck):
     lab = "lab10_profiling_compile"
+
+
+
+class TestLab11(LabSelfCheck):
+    lab = "lab11_lora_transfer"

@@ -48,3 +48,55 @@ def test_small_cnn_learns_digits_quickly():
     with torch.no_grad():
         correct = sum((model(X).argmax(1) == y).sum().item() for X, y in test)
     assert correct / len(splits.test) > 0.8
+
+
+def test_gpt_shapes_causality_and_max_len():
+    torch.manual_seed(0)
+    model = models.GPT(vocab_size=20, max_len=12, d_model=16, num_heads=2, num_layers=2).eval()
+    idx = torch.randint(0, 20, (3, 12))
+    logits = model(idx)
+    assert logits.shape == (3, 12, 20)
+    changed = idx.clone()
+    changed[:, 7:] = (changed[:, 7:] + 1) % 20          # change the future of position 6
+    assert torch.allclose(model(changed)[:, :7], logits[:, :7], atol=1e-6)
+    assert not torch.allclose(model(changed)[:, 7:], logits[:, 7:])
+    assert torch.allclose(model(idx[:, :5]), logits[:, :5], atol=1e-5)   # shorter inputs work
+    try:
+        model(torch.zeros(1, 13, dtype=torch.long))
+    except ValueError as err:
+        assert "max_len=12" in str(err)
+    else:
+        raise AssertionError("13 positions should be refused by a model built for 12")
+
+
+def test_gpt_block_equals_torch_pre_ln_encoder_layer_with_causal_mask():
+    torch.manual_seed(0)
+    D, H, T = 16, 4, 6
+    block = models.GPTBlock(D, H)
+    reference = nn.TransformerEncoderLayer(D, H, dim_feedforward=4 * D, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+    with torch.no_grad():
+        reference.self_attn.in_proj_weight.copy_(block.attn.qkv.weight)
+        reference.self_attn.in_proj_bias.copy_(block.attn.qkv.bias)
+        for ours, theirs in [(block.attn.out, reference.self_attn.out_proj), (block.mlp[0], reference.linear1),
+                             (block.mlp[2], reference.linear2), (block.ln1, reference.norm1),
+                             (block.ln2, reference.norm2)]:
+            theirs.weight.copy_(ours.weight)
+            theirs.bias.copy_(ours.bias)
+    x = torch.randn(2, T, D)
+    blocked = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)     # True = may NOT attend
+    assert torch.allclose(block(x), reference(x, src_mask=blocked), atol=1e-5)
+
+
+def test_gpt_learns_to_copy_the_previous_token():
+    torch.manual_seed(0)
+    model = models.GPT(vocab_size=8, max_len=10, d_model=32, num_heads=2, num_layers=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        X = torch.randint(0, 8, (32, 10))
+        y = torch.cat([X[:, :1], X[:, :-1]], dim=1)                     # target at t: the token at t - 1
+        loss = F.cross_entropy(model(X).flatten(0, 1), y.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1
