@@ -4,7 +4,7 @@ Notebooks start with ``cfg = dlcourse.setup(seed=0)``. Modules, one concept each
 ``config`` (scale, seed, device), ``data`` (offline datasets), ``models`` (reference models), ``train``
 (fit/evaluate, with AMP, accumulation, clipping and checkpoints), ``text`` (offline text corpus and tokenizer),
 ``viz`` (figures), ``memory`` (training memory: saved tensors, peak, state bytes), ``diagnose`` (the LR range test
-and the training doctor), ``distributed`` (launching and joining process groups), ``grading`` (lab building,
+and the training doctor), ``bugs`` (runner for broken set-ups), ``distributed`` (launching and joining process groups), ``grading`` (lab building,
 lint, autograding), ``cli`` (the ``dlcourse`` command).
 """
 
@@ -23,7 +23,7 @@ __all__ = [
 
 # Submodules load on first use (``dlcourse.viz.plot_history``): a torchrun worker that only needs
 # ``dlcourse.distributed`` does not pay for matplotlib.
-_SUBMODULES = frozenset({"data", "diagnose", "distributed", "memory", "models", "text", "train", "viz"})
+_SUBMODULES = frozenset({"bugs", "data", "diagnose", "distributed", "memory", "models", "text", "train", "viz"})
 
 
 def __getattr__(name: str):

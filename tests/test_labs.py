@@ -108,31 +108,29 @@ class TestLab05(LabSelfCheck):
     lab = "lab05_regularization_data"
 
 
-
-class TestLab12(LabSelfCheck):
-    lab = "lab12_compression_export"
-
-
-
 class TestLab07(LabSelfCheck):
     lab = "lab07_mixed_precision"
-
 
 
 class TestLab08(LabSelfCheck):
     lab = "lab08_memory"
 
 
-
 class TestLab09(LabSelfCheck):
     lab = "lab09_distributed"
-
 
 
 class TestLab10(LabSelfCheck):
     lab = "lab10_profiling_compile"
 
 
-
 class TestLab11(LabSelfCheck):
     lab = "lab11_lora_transfer"
+
+
+class TestLab12(LabSelfCheck):
+    lab = "lab12_compression_export"
+
+
+class TestLab13(LabSelfCheck):
+    lab = "lab13_bug_hunt"
