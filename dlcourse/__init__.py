@@ -3,9 +3,9 @@
 Notebooks start with ``cfg = dlcourse.setup(seed=0)``. Modules, one concept each:
 ``config`` (scale, seed, device), ``data`` (offline datasets), ``models`` (reference models), ``train``
 (fit/evaluate, with AMP, accumulation, clipping and checkpoints), ``text`` (offline text corpus and tokenizer),
-``viz`` (figures), ``memory`` (training memory: saved tensors, peak, state bytes), ``diagnose`` (the LR range test
-and the training doctor), ``bugs`` (runner for broken set-ups), ``distributed`` (launching and joining process groups), ``grading`` (lab building,
-lint, autograding), ``cli`` (the ``dlcourse`` command).
+``viz`` (figures), ``memory`` (training memory: saved tensors, peak, state bytes), ``diagnose`` (the LR range
+test and the training doctor), ``bugs`` (runner for broken set-ups), ``distributed`` (launching and joining process
+groups), ``grading`` (lab building, lint, autograding), ``cli`` (the ``dlcourse`` command).
 """
 
 import importlib
