@@ -230,12 +230,17 @@ GRAD_SPREAD, UPDATE_RATIO = 1e3, 1.0
 #: Non-finite values: training steps watched with forward hooks (the first under autograd's anomaly mode).
 NONFINITE_STEPS = 5
 #: LR check: short runs of LR_PROBE_STEPS steps from the same initialisation at the user's lr times 1, 10, 100,
-#: 1000 (and 1/10, 1/100, ... when the user's lr itself fails). A run "blows up" when the loss on a fixed batch ends
-#: no lower than it started (or is not finite). On the course's models with SGD, momentum and Adam, healthy lrs blow
-#: up first at 30-1000x; the lr is flagged as too high when training blows up at LR_TOO_HIGH x the lr or less, and
-#: as too low when it still has not at 1000x and the user's lr moved the loss by less than LR_LOW_PROGRESS. The
-#: LR range test (LR_SWEEP_STEPS steps) is run for the figure and its suggestion.
+#: 1000 (and 1/10, 1/100, ... when the user's lr itself does not train). A run "trains" when the loss on a fixed
+#: batch ends more than LR_LOW_PROGRESS (relative) below its start; it "blows up" only when the loss is not finite or
+#: ends more than LR_BLOWUP (relative) ABOVE its start -- a loss that merely fails to fall (labels that don't match
+#: their inputs, a broken loss) blows up at no lr. On the course's models with SGD, momentum and Adam, healthy lrs
+#: blow up first at 30-1000x; the lr is flagged as too high when it does not train while a smaller lr does, or when
+#: training blows up at LR_TOO_HIGH x the lr or less (and the lr itself trains, or a smaller one does), and as too
+#: low when the loss still falls at 1000x and the user's lr moved the loss by less than LR_LOW_PROGRESS while a larger
+#: lr trains. When no probed lr trains, the lr is not the problem: the finding is "info". The LR range test
+#: (LR_SWEEP_STEPS steps) is run for the figure and its suggestion.
 LR_PROBE_STEPS, LR_TOO_HIGH, LR_LOW_PROGRESS, LR_SWEEP_STEPS = 20, 10 ** 0.5, 0.03, 30
+LR_BLOWUP = 0.03
 #: Examples handed to evaluate_fn by the eval-mode check (it is called twice).
 EVAL_EXAMPLES = 512
 #: Training steps use at most this many examples of each batch (speed).
@@ -740,10 +745,42 @@ def _broadcast_findings(ctx: _Context, y_hat: torch.Tensor, y: torch.Tensor) -> 
         evidence["torch_warning"] = size_warnings[0]
     if blown is None:
         return []
-    return [Finding("initial_loss", "error", f"the loss broadcasts y_hat {list(y_hat.shape)} against y "
-                    f"{list(y.shape)} into {blown}: it compares every prediction with every target", evidence,
-                    "make the shapes equal before the loss: y_hat.squeeze(1) (or y.unsqueeze(1)); "
-                    "assert y_hat.shape == y.shape")]
+    message = f"the loss broadcasts y_hat {list(y_hat.shape)} against y {list(y.shape)} into {blown}: it " \
+        "compares every prediction with every target"
+    if ctx.classification and y_hat.ndim == 2 and y.ndim == 1 and len(y_hat) == len(y):
+        # class indices: (B, C) scores against (B,) labels is right; the loss must pick one score per example
+        evidence["case"] = "class indices"
+        return [Finding("initial_loss", "error", message + " (for class indices, (B, C) scores against (B,) "
+                        "labels is correct: the loss must take one entry per example, not all B x B)", evidence,
+                        "pick each example's own class: log_p[torch.arange(len(y)), y] or "
+                        "log_p.gather(1, y.unsqueeze(1)).squeeze(1) -- not log_p[:, y] -- or simply use "
+                        "F.cross_entropy(y_hat, y) on logits (F.nll_loss(log_p, y) on log-probabilities); "
+                        "one-hot targets must be (B, C): F.one_hot(y, C) of y itself, not of y.view(-1, 1)")]
+    pair = sorted([list(y_hat.shape), list(y.shape)], key=len)
+    if len(pair[1]) == len(pair[0]) + 1 and pair[1][-1] == 1 and pair[1][:-1] == pair[0]:
+        # regression-like: (N, 1) against (N,): the shapes should simply be equal
+        evidence["case"] = "(N, 1) vs (N,)"
+        return [Finding("initial_loss", "error", message, evidence,
+                        "make the shapes equal before the loss: y_hat.squeeze(1) (or y.view(-1, 1) / "
+                        "y.unsqueeze(1)); assert y_hat.shape == y.shape")]
+    evidence["case"] = "other"
+    return [Finding("initial_loss", "error", message, evidence,
+                    "print the shape of every tensor inside the loss and make prediction and target line up "
+                    "element by element (reshape/view one of them, or index the predictions with the targets "
+                    "example by example) before they are combined")]
+
+
+def _loss_broadcasts(ctx: _Context) -> str | None:
+    """The initial_loss check's broadcasting finding (its message), or None when the loss does not broadcast.
+    Taken from ctx.notes when initial_loss ran; otherwise measured here on a fresh model's outputs."""
+    if "broadcast" not in ctx.notes:
+        X, y = ctx.examples(STEP_EXAMPLES)
+        with torch.no_grad(), _NoDropout(ctx.fresh()) as model:
+            y_hat = model(X)
+        ctx.notes["broadcast"] = [f.message for f in _broadcast_findings(ctx, y_hat, y)] \
+            if isinstance(y_hat, torch.Tensor) else []
+    found = ctx.notes["broadcast"]
+    return found[0] if found else None
 
 
 def _check_initial_loss(ctx: _Context) -> list[Finding]:
@@ -756,6 +793,7 @@ def _check_initial_loss(ctx: _Context) -> list[Finding]:
         y_hat = torch.cat([model(X[i:i + STEP_EXAMPLES]) for i in range(0, len(X), STEP_EXAMPLES)])
         loss = _value(ctx.loss_fn(y_hat, y))
     findings = _broadcast_findings(ctx, y_hat[:STEP_EXAMPLES], y[:STEP_EXAMPLES])
+    ctx.notes["broadcast"] = [f.message for f in findings]   # learnability reads it
     evidence: dict = {"initial_loss": loss, "examples": len(X), "y_hat_shape": list(y_hat.shape[1:])}
     if not _finite(loss):
         findings.append(Finding("initial_loss", "error", f"the loss is {loss} before any training", evidence,
@@ -981,7 +1019,10 @@ def _check_learnability(ctx: _Context) -> list[Finding]:
     one batch needs no relation between inputs and labels; generalising to new examples does. Labels shuffled
     apart from their inputs (or misaligned) still memorise (overfit_batch halves its loss) but fail here: that is an
     error; failing here without memorising is a warning (fix the other findings first). With val_loader, the
-    validation examples must improve too (else they are processed or labelled differently)."""
+    validation examples must improve too: the data are blamed ("processed or labelled differently") only when the
+    validation result is worse than the held-out training result beyond sampling noise (:func:`_split_gap`);
+    weak learning on both is "info". When the loss itself broadcasts (initial_loss), no data is blamed: the
+    finding points at the loss."""
     n_batches = len(ctx.batches)
     held, count = 0, 0
     while held < n_batches - 1 and count < LEARN_HOLDOUT:
@@ -1013,13 +1054,24 @@ def _check_learnability(ctx: _Context) -> list[Finding]:
         vloss, vacc = _score(ctx, model, Xv, yv)
         val_evidence: dict = {}
         val_learned, _ = _beats_baseline(ctx, trained_y, yv, vloss, vacc, val_evidence, vloss0)
-        evidence.update({f"val_{k}": v for k, v in val_evidence.items()}, val_loss_after=vloss, val_acc_after=vacc)
+        evidence.update({f"val_{k}": v for k, v in val_evidence.items()}, val_examples=len(Xv),
+                        val_loss_before=vloss0, val_loss_after=vloss, val_acc_after=vacc)
     if not _finite(loss1):
         return [Finding("learnability", "error", f"the loss became non-finite after {len(losses)} steps", evidence,
                         "see the non_finite and lr_range checks")]
+    broken = _loss_broadcasts(ctx)          # measured after training: the numbers above do not depend on it
+    if broken:
+        evidence["loss_broadcasts"] = broken
+    measured = _measured(evidence)
     if not learned:
         memorises = _overfit(ctx)["progress"] >= 0.5     # one batch's loss can be halved: memorising works
         evidence["overfit_progress"] = ctx.notes["overfit"]["progress"]
+        if broken:
+            return [Finding("learnability", "warning", f"after {len(losses)} steps the model predicts {len(Xh)} "
+                            f"unseen training examples no better than {baseline_text}; the loss itself is broken "
+                            "(initial_loss: it broadcasts), which alone keeps the model from learning the task",
+                            evidence, "fix the loss first (see initial_loss), then run the doctor again: this "
+                            "check says nothing about the data while the loss compares the wrong pairs")]
         if memorises:
             return [Finding("learnability", "error", f"the model memorises a batch but learns nothing that carries "
                             f"over: after {len(losses)} steps it predicts {len(Xh)} unseen training examples no "
@@ -1031,15 +1083,56 @@ def _check_learnability(ctx: _Context) -> list[Finding]:
                         "nothing is learned yet: fix the other findings first (lr, overfit_batch); if the model "
                         "memorises a batch but still fails here, the labels don't match the inputs")]
     if val_learned is False:
-        return [Finding("learnability", "warning", "training improves unseen training examples but not the "
-                        f"validation examples (validation loss {evidence['val_loss_after']:.3f}" +
-                        (f", accuracy {_pct(evidence['val_acc_after'])})" if evidence["val_acc_after"] is not None
-                         else ")"), evidence,
-                        "the validation data is processed or labelled differently from the training data: "
-                        "use one preprocessing function (same normalisation, same label mapping) for every split")]
+        val_text = f"validation loss {evidence['val_loss_after']:.3f}" + (
+            f", accuracy {_pct(evidence['val_acc_after'])}" if evidence["val_acc_after"] is not None else "")
+        gap = _split_gap(evidence)
+        evidence["train_val_gap_significant"] = gap
+        if gap and not broken:
+            return [Finding("learnability", "warning", f"{measured}, but the validation examples do not "
+                            f"improve ({val_text}): what the model learns from the training data does not hold on the "
+                            "validation data", evidence,
+                            "the validation data is processed or labelled differently from the training data: "
+                            "use one preprocessing function (same normalisation, same label mapping) for every "
+                            "split")]
+        if broken:
+            return [Finding("learnability", "info", f"{measured}; the validation examples do not improve "
+                            f"({val_text}); "
+                            "the loss itself is broken (initial_loss: it broadcasts), so these numbers say little "
+                            "about the data: fix the loss first and run the doctor again", evidence)]
+        return [Finding("learnability", "info", f"{measured} (just beating {baseline_text}); the validation "
+                        f"examples ({val_text}) do not beat their baseline, but are within noise of the held-out "
+                        "training examples: too little is learned in these steps to compare the splits", evidence)]
+    if broken:
+        return [Finding("learnability", "info", f"{measured}, although the loss broadcasts (see initial_loss): "
+                        "fix the loss and run the doctor again", evidence)]
     message = f"after {len(losses)} steps, unseen training examples improve: loss {loss0:.3f} -> {loss1:.3f}" + \
         (f", accuracy {_pct(acc0)} -> {_pct(acc1)}" if acc1 is not None else "")
     return [Finding("learnability", "ok", message, evidence)]
+
+
+def _measured(evidence: dict) -> str:
+    """What learnability measured on the held-out training examples, in words (no verdict)."""
+    acc0, acc1 = evidence["held_out_acc_before"], evidence["held_out_acc_after"]
+    return f"after {evidence['steps']} steps, {evidence['held_out']} unseen training examples went from loss " \
+        f"{evidence['held_out_loss_before']:.3f} to {evidence['held_out_loss_after']:.3f}" + \
+        (f", accuracy {_pct(acc0)} to {_pct(acc1)}" if acc1 is not None else "")
+
+
+def _split_gap(evidence: dict) -> bool:
+    """Is the validation result clearly worse than the held-out training result, beyond sampling noise? With
+    accuracies: the difference exceeds 3 standard errors of a difference of two proportions; otherwise the
+    validation loss must improve by less than half as much (relative) as the held-out training loss did. A model
+    that barely learned shows no such gap, whatever the data."""
+    acc, vacc = evidence.get("held_out_acc_after"), evidence.get("val_acc_after")
+    if acc is not None and vacc is not None:
+        n, m = evidence["held_out"], evidence.get("val_examples", evidence["held_out"])
+        se = math.sqrt(max(acc * (1 - acc), 1e-4) / n + max(vacc * (1 - vacc), 1e-4) / m)
+        return acc - vacc > 3 * se
+    loss0, loss1 = evidence["held_out_loss_before"], evidence["held_out_loss_after"]
+    vloss0, vloss1 = evidence["val_loss_before"], evidence["val_loss_after"]
+    gain = (loss0 - loss1) / abs(loss0) if loss0 else 0.0
+    vgain = (vloss0 - vloss1) / abs(vloss0) if vloss0 and _finite(vloss0) else 0.0
+    return gain > 0 and vgain < 0.5 * gain
 
 
 def _beats_baseline(ctx: _Context, trained_y: torch.Tensor, y: torch.Tensor, loss: float, acc: float | None,
@@ -1406,8 +1499,8 @@ def _check_lr_range(ctx: _Context) -> list[Finding]:
     before, _ = _score(ctx, base, Xp, yp)
     runs: dict[float, float] = {}
 
-    def probe(factor: float) -> bool:
-        """Train LR_PROBE_STEPS steps at lr * factor; record the loss on the probe batch; True when it blew up."""
+    def probe(factor: float) -> None:
+        """Train LR_PROBE_STEPS steps at lr * factor; record the loss on the probe batch (inf when not finite)."""
         model = copy.deepcopy(base)
         opt = ctx.optimizer(model)
         for group in opt.param_groups:
@@ -1415,33 +1508,48 @@ def _check_lr_range(ctx: _Context) -> list[Finding]:
         for step in range(LR_PROBE_STEPS):
             if not _finite(ctx.step(model, opt, *ctx.batch(step))):
                 runs[factor] = float("inf")
-                return True
+                return
         after, _ = _score(ctx, model, Xp, yp)
         runs[factor] = after if _finite(after) else float("inf")
-        return runs[factor] >= before
+
+    def trains(factor: float) -> bool:        # the loss clearly fell
+        return runs[factor] < before * (1 - LR_LOW_PROGRESS)
+
+    def blows_up(factor: float) -> bool:      # the loss is not finite or clearly rose: not just "did not fall"
+        return not _finite(runs[factor]) or runs[factor] > before + LR_BLOWUP * abs(before)
+
+    def search_smaller() -> None:             # a smaller lr that trains?
+        factor = 1.0
+        while factor > 1e-3 and not trains(factor):
+            factor /= 10
+            probe(factor)
 
     if not _finite(before):
         return [Finding("lr_range", "info", f"the loss is {before} before training: no lr can be judged (see "
                         "non_finite)", {"lr": lr, "loss_before": before})]
     blew_at = None
-    if probe(1.0):
-        factor = 1.0
-        while factor > 1e-3 and runs[factor] >= before * (1 - LR_LOW_PROGRESS):   # a smaller lr that trains?
-            factor /= 10
-            probe(factor)
-        blew_at = 1.0
+    probe(1.0)
+    fails = runs[1.0] >= before or blows_up(1.0)          # the user's lr does not lower the loss at all
+    if fails:
+        search_smaller()
+        blew_at = 1.0 if blows_up(1.0) else None
     else:
         for factor in (10.0, 100.0, 1000.0):
-            if probe(factor):
+            probe(factor)
+            if blows_up(factor):
                 blew_at = factor
                 break
-        if blew_at == 10.0 and probe(LR_TOO_HIGH):
-            blew_at = LR_TOO_HIGH
+        if blew_at == 10.0:
+            probe(LR_TOO_HIGH)
+            if blows_up(LR_TOO_HIGH):
+                blew_at = LR_TOO_HIGH
+        if blew_at is not None and blew_at <= LR_TOO_HIGH and not trains(1.0):
+            search_smaller()                              # close to the edge and barely training: smaller?
     progress = (before - runs[1.0]) / before if _finite(runs[1.0]) and before > 0 else 0.0
-    trains = {f: v for f, v in runs.items() if v < before * (1 - LR_LOW_PROGRESS)}   # lrs that clearly train
+    training = sorted(f for f in runs if trains(f))      # lrs that clearly train
     evidence: dict = {"lr": lr, "probe_steps": LR_PROBE_STEPS, "loss_before": before,
                       "loss_after": {f"{lr * f:.3g}": v for f, v in sorted(runs.items())},
-                      "blows_up_at_factor": blew_at, "progress_at_lr": progress}
+                      "blows_up_at_factor": blew_at, "trains_at_factors": training, "progress_at_lr": progress}
     sweep = None
     try:
         with warnings.catch_warnings():
@@ -1454,34 +1562,37 @@ def _check_lr_range(ctx: _Context) -> list[Finding]:
     except Exception as e:  # the verdict does not depend on the sweep; say why there is no curve
         evidence["sweep_error"] = f"{type(e).__name__}: {e}"
     fig = _lr_figure(lr, before, runs, sweep)
-    if blew_at == 1.0:
-        smaller = [f for f in trains if f < 1]
-        if not smaller:
-            return [Finding("lr_range", "info", f"no lr from {lr / 1000:.2g} to {lr:g} trains in {LR_PROBE_STEPS} "
-                            f"steps (loss {before:.3f} -> {runs[1.0]:.3g} at your lr): the problem is not (only) the "
-                            "lr -- see the other findings", evidence, figure=fig)]
+    tried = f"{lr * min(runs):.2g} to {lr * max(runs):.2g}"
+    if not training:
+        rises = f"; the loss rises clearly only from {lr * blew_at:.2g} up" if blew_at else ""
+        return [Finding("lr_range", "info", f"no probed lr ({tried}) lowers the loss in {LR_PROBE_STEPS} steps "
+                        f"(loss {before:.3f} -> {runs[1.0]:.3g} at your lr){rises}: the lr is not what stops "
+                        "training -- see the other findings (overfit_batch, learnability, initial_loss)", evidence,
+                        figure=fig)]
+    smaller = [f for f in training if f < 1]
+    if (fails or (blew_at is not None and blew_at <= LR_TOO_HIGH and not trains(1.0))) and smaller:
         best = max(smaller)
-        return [Finding("lr_range", "error", f"lr {lr:g} is too high: in {LR_PROBE_STEPS} steps the loss went from "
-                        f"{before:.3f} to {runs[1.0]:.3g}; at lr {lr * best:.2g} it fell to {runs[best]:.3f}",
+        what = f"went from {before:.3f} to {runs[1.0]:.3g}" if blew_at in (None, 1.0) else \
+            f"blew up at {blew_at:.2g}x this lr ({before:.3f} -> {runs[blew_at]:.3g}) and barely fell at this lr " \
+            f"({runs[1.0]:.3f})"
+        return [Finding("lr_range", "error", f"lr {lr:g} is too high: in {LR_PROBE_STEPS} steps the loss {what}; "
+                        f"at lr {lr * best:.2g} it fell to {runs[best]:.3f}",
                         evidence, f"use about {lr * best:.2g} (or lower); if you wrote your own train_step, check "
                         "that it calls optimizer.zero_grad() every step (accumulating gradients act like a growing "
                         "lr)", fig)]
-    if blew_at is not None and blew_at <= LR_TOO_HIGH:
+    if blew_at is not None and blew_at <= LR_TOO_HIGH and trains(1.0):
         return [Finding("lr_range", "warning", f"lr {lr:g} is close to the edge: training already blows up at "
                         f"{blew_at:.2g}x this lr (loss {before:.3f} -> {runs[blew_at]:.3g})", evidence,
                         f"use about a tenth of the lr where training blows up: ~{lr * blew_at / 10:.2g}", fig)]
-    larger = [f for f in trains if f > 1]
-    if blew_at is None and progress < LR_LOW_PROGRESS and larger:
+    larger = [f for f in training if f > 1]
+    stalls = any(runs[f] >= before for f in runs if f > 1)     # a larger lr that does not lower the loss at all
+    if blew_at is None and not stalls and progress < LR_LOW_PROGRESS and larger:
         best = min(larger, key=lambda f: runs[f])
         return [Finding("lr_range", "warning", f"lr {lr:g} is too low: {LR_PROBE_STEPS} steps moved the loss by "
                         f"{_pct(progress)} ({before:.3f} -> {runs[1.0]:.3f}) while {best:.0f}x the lr brought it to "
                         f"{runs[best]:.3f}; training does not blow up even at 1000x", evidence,
                         f"raise the lr 10-100x (try {lr * 10:.2g} to {lr * 100:.2g})" +
                         (f"; the range test's steepest descent is at {sweep.suggestion:.2g}" if sweep else ""), fig)]
-    if not trains:
-        return [Finding("lr_range", "info", f"no probed lr trains in {LR_PROBE_STEPS} steps (loss {before:.3f} -> "
-                        f"{runs[1.0]:.3g} at your lr): the problem is not (only) the lr -- see the other findings",
-                        evidence, figure=fig)]
     where = f"blows up at {blew_at:g}x" if blew_at else "does not blow up even at 1000x"
     return [Finding("lr_range", "ok", f"lr {lr:g} trains ({before:.3f} -> {runs[1.0]:.3f} in {LR_PROBE_STEPS} "
                     f"steps) and training {where} this lr", evidence, figure=fig)]
