@@ -28,15 +28,6 @@ LAB = ROOT / "solutions" / "lab13_bug_hunt.py"
 LETTERS = "abcdefghi"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and two xdist workers on 2 cores must not oversubscribe them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------------------------- dlcourse.bugs
 W_TRUE = torch.randn(6, 3, generator=torch.Generator().manual_seed(1234))   # (6, 3): the labelling rule
 

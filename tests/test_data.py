@@ -14,15 +14,6 @@ from dlcourse.data import DIGIT_CLASSES, SHAPE_CLASSES, Splits
 N_DIGITS = 1797
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run faster on one thread, and two xdist workers on 2 cores must not oversubscribe them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digit_splits() -> Splits:
     return data.digits(seed=0)

@@ -22,14 +22,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import dlcourse.distributed as dd
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------- notebook 09's function
 def average_gradients(model: nn.Module) -> None:
     """Notebook 09, section 3: replace every .grad by its mean over all ranks."""

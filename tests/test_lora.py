@@ -19,15 +19,6 @@ from torch import nn
 from dlcourse.models import GPT, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread; two xdist workers on 2 cores must not oversubscribe them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- copies of the notebook's code --------------------------------------------------------------------------
 
 class LoRALinear(nn.Module):

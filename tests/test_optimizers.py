@@ -18,14 +18,6 @@ from torch import nn
 import dlcourse
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- compact copies of notebook 04's implementations ---------------------------------------------------------
 
 class SGD(torch.optim.Optimizer):

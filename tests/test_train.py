@@ -15,15 +15,6 @@ from dlcourse.train import History, evaluate, fit, predict
 KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and two xdist workers on 2 cores must not oversubscribe them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _blobs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A linearly separable 3-class problem: X (n, 4) float32, y (n,) int64."""
     g = torch.Generator().manual_seed(seed)

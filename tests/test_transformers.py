@@ -15,15 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread; two xdist workers on 2 cores must not oversubscribe them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- copies of the notebook's code --------------------------------------------------------------------------
 
 def attention(q, k, v, mask=None):
