@@ -1489,8 +1489,9 @@ def _check_non_finite(ctx: _Context) -> list[Finding]:
 
 def _check_lr_range(ctx: _Context) -> list[Finding]:
     """Is the optimizer's lr far too high or too low? Short runs (LR_PROBE_STEPS steps of the user's step, same
-    start) at the lr times 1, 10, 100, 1000 find where training blows up (see LR_TOO_HIGH, LR_LOW_PROGRESS), and
-    the LR range test (notebook 04) draws the loss against the lr."""
+    start) at the lr times 1, 10, 100, 1000 find where training blows up (see LR_TOO_HIGH, LR_LOW_PROGRESS,
+    LR_BLOWUP), and the LR range test (notebook 04) draws the loss against the lr. A loss that falls at no probed
+    lr is reported as "info" (the lr is not the problem), never as a blow-up."""
     from .diagnose import lr_range_test
 
     base = ctx.fresh()

@@ -17,15 +17,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from dlcourse.diagnose import LRRangeResult, lr_range_test
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and two xdist workers on 2 cores must not oversubscribe them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _loader(n: int = 512, batch_size: int = 32, seed: int = 0) -> DataLoader:
     """A linearly separable 4-class problem: X (n, 8), y (n,); shuffled by a seeded generator."""
     g = torch.Generator().manual_seed(seed)
@@ -748,3 +739,92 @@ def test_eval_mode_missing_eval_and_randomness_in_eval():
     no_fn = _run(AlwaysDropout(), train, ["eval_mode"])
     assert "different outputs" in no_fn.flagged[0].message
     assert _severities(_run(_mlp(dropout=0.5), train, ["eval_mode"]), "eval_mode") == ["info"]
+
+
+# --- misdiagnoses reported by notebook 13's author (each set-up produced the wrong message before the fix) ----------
+
+def _notebook_setup(y=None, y_val=None, loss_fn=F.cross_entropy, X=None):
+    """Notebook 13's reference run on digits: a 64-64-10 MLP, SGD lr 0.05 with momentum 0.9, batches of 32."""
+    Xt, yt, Xv, yv = _digits()
+    train, val = make_loaders(TensorDataset(Xt if X is None else X, yt if y is None else y),
+                              TensorDataset(Xv, yv if y_val is None else y_val), batch_size=32)
+    torch.manual_seed(0)
+    return mlp(64, [64], 10), train, dict(val_loader=val, loss_fn=loss_fn,
+                                          optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
+
+
+def _cross_entropy_broadcast(y_hat, y):
+    log_p = torch.log_softmax(y_hat, dim=1)       # (B, C)
+    return -log_p[:, y].mean()                    # (B, B): every example against every label
+
+
+def test_lr_range_does_not_call_a_loss_that_falls_at_no_lr_a_blow_up():
+    # labels shuffled apart from their inputs: the loss falls at no lr. It used to say "close to the edge: training
+    # already blows up at 3.2x this lr (loss 2.314 -> 2.32)".
+    Xt, yt, _, _ = _digits()
+    g = torch.Generator().manual_seed(0)                         # notebook 13's shuffled_by_hand(False)
+    model, train, kwargs = _notebook_setup(X=Xt[torch.randperm(len(Xt), generator=g)],
+                                           y=yt[torch.randperm(len(yt), generator=g)])
+    finding = _run(model, train, ["lr_range"], **kwargs).get("lr_range")[0]
+    assert finding.severity == "info" and "blows up" not in finding.message and "edge" not in finding.message
+    assert "no probed lr" in finding.message and finding.evidence["trains_at_factors"] == []
+    before = finding.evidence["loss_before"]
+    blew = finding.evidence["blows_up_at_factor"]                # a blow-up, if any, is a clear rise
+    assert blew is None or blew > doctor_module.LR_TOO_HIGH
+    if blew is not None:
+        after = finding.evidence["loss_after"][f"{0.05 * blew:.3g}"]
+        assert not math.isfinite(after) or after > (1 + doctor_module.LR_BLOWUP) * before
+    # the healthy twin still trains, and a lr that really is too high is still called too high
+    healthy = _run(*_notebook_setup()[:2], ["lr_range"], **_notebook_setup()[2]).get("lr_range")[0]
+    assert healthy.severity == "ok"
+    model, train, kwargs = _notebook_setup()
+    kwargs["optimizer_factory"] = lambda p: torch.optim.SGD(p, lr=5.0, momentum=0.9)
+    high = _run(model, train, ["lr_range"], **kwargs).get("lr_range")[0]
+    assert high.severity == "error" and "too high" in high.message
+
+
+def test_initial_loss_broadcast_fix_depends_on_the_kind_of_target():
+    # class indices: (B, C) scores against (B,) labels is right; the fix must not say "make the shapes equal"
+    def one_hot_broadcast(y_hat, y):              # (B, 1, C) one-hot rows times (B, C) -> (B, B, C)
+        target = F.one_hot(y.view(-1, 1), y_hat.shape[1]).float()
+        return -(target * torch.log_softmax(y_hat, dim=1)).sum(dim=-1).mean()
+
+    for loss_fn in (_cross_entropy_broadcast, one_hot_broadcast):
+        model, train, kwargs = _notebook_setup(loss_fn=loss_fn)
+        finding = _run(model, train, ["initial_loss"], **kwargs).flagged[0]
+        assert finding.severity == "error" and "broadcasts" in finding.message
+        assert "y_hat.squeeze(1)" not in finding.fix and "y_hat.shape == y.shape" not in finding.fix
+        assert "torch.arange" in finding.fix and "gather" in finding.fix and "F.cross_entropy" in finding.fix
+        assert "F.nll_loss" in finding.fix and finding.evidence["case"] == "class indices"
+    # regression-like (N, 1) against (N,): here the shapes must be made equal
+    _, yt, _, yv = _digits()
+    train, _ = _loaders(y=yt.float(), y_val=yv.float())
+    torch.manual_seed(0)
+    regression = _run(mlp(64, [32], 1), train, ["initial_loss"], loss_fn=F.mse_loss).flagged[0]
+    assert "y_hat.squeeze(1)" in regression.fix and "torch.arange" not in regression.fix
+    assert regression.evidence["case"] == "(N, 1) vs (N,)"
+
+
+def test_learnability_blames_the_validation_data_only_on_evidence():
+    # log_p[:, y]: learnability used to say "the validation data is processed or labelled differently"
+    model, train, kwargs = _notebook_setup(loss_fn=_cross_entropy_broadcast)
+    report = doctor(model, train, progress=False, **kwargs)
+    assert report.flags("initial_loss")                                 # the loss is named as the cause
+    finding = report.get("learnability")[0]
+    assert "processed or labelled differently" not in finding.message + finding.fix
+    assert "loss" in finding.message and "broken" in finding.message and "loss_broadcasts" in finding.evidence
+    # the same without initial_loss having run: learnability looks at the loss itself
+    alone = _run(*_notebook_setup(loss_fn=_cross_entropy_broadcast)[:2], ["learnability"],
+                 **_notebook_setup(loss_fn=_cross_entropy_broadcast)[2]).get("learnability")[0]
+    assert "processed or labelled differently" not in alone.message + alone.fix and "broken" in alone.message
+    # the explanation stays where the evidence supports it: learned on held-out training examples, not on
+    # validation examples whose labels were remapped
+    _, _, _, yv = _digits()
+    model, train, kwargs = _notebook_setup(y_val=(yv + 1) % 10)
+    remapped = _run(model, train, ["learnability"], **kwargs).get("learnability")[0]
+    assert remapped.severity == "warning" and "processed or labelled differently" in remapped.fix
+    assert remapped.evidence["train_val_gap_significant"]
+    # weak learning on both splits is noise, not evidence about the data (the numbers of the report above)
+    weak = dict(held_out=256, val_examples=256, held_out_acc_after=0.148, val_acc_after=0.129)
+    assert not doctor_module._split_gap(weak)
+    assert doctor_module._split_gap(weak | dict(held_out_acc_after=0.7))
