@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .train import History
+from .doctor import standard_train_step
+from .train import History, model_device, predict
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -33,36 +34,13 @@ TrainStep = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tens
 PredictFn = Callable[[nn.Module, Iterable], torch.Tensor]
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's parameters live (the CPU for a model without parameters)."""
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
+#: The five lines of every training step (forward, loss, zero_grad, backward, step): the doctor's default step.
+standard_step = standard_train_step
 
 
-def standard_step(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor,
-                  loss_fn: LossFn) -> torch.Tensor:
-    """The five lines of every training loop: forward, loss, zero_grad, backward, step. Returns the loss."""
-    y_hat = model(X)            # (B, C) logits
-    loss = loss_fn(y_hat, y)    # () batch mean
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
-@torch.no_grad()
 def standard_predict(model: nn.Module, loader: Iterable) -> torch.Tensor:
     """Predicted classes (N,) on the CPU: eval mode, no gradients, arg-max of the logits (mode restored)."""
-    device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        preds = [model(X.to(device)).argmax(dim=1).cpu() for X, _ in loader]
-    finally:
-        model.train(was_training)
-    if not preds:
-        raise ValueError("no batches were seen: is the loader empty?")
-    return torch.cat(preds)
+    return predict(model, loader)[0]
 
 
 class InputsOnly:

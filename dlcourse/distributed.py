@@ -153,15 +153,11 @@ def print0(*args: Any, **kwargs: Any) -> None:
 def save0(obj: Any, path: str | os.PathLike) -> Path:
     """Rank 0 saves ``obj`` with ``torch.save`` (atomically: temporary file, then rename); then every rank waits at
     a barrier, so after ``save0`` returns the file is complete and any rank may load it."""
+    from .train import atomic_save  # here, not at the top: workers that never save skip importing the loop
+
     path = Path(path)
     if is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_save(obj, path)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     return path

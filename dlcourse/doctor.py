@@ -36,6 +36,8 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .train import model_device
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 #: ``train_step(model, optimizer, X, y, loss_fn) -> loss`` (a tensor or a float): one training step.
@@ -1732,9 +1734,7 @@ def doctor(model: nn.Module, train_loader: Iterable, loss_fn: LossFn = F.cross_e
         raise ValueError(f"unknown check(s) {unknown}; the checks are {', '.join(CHECKS)}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, not {type(model).__name__}")
-    first = next(model.parameters(), None)
-    device = torch.device(device) if device is not None else (first.device if first is not None
-                                                              else torch.device("cpu"))
+    device = torch.device(device) if device is not None else model_device(model)
     generators = _loader_generators(train_loader) + (_loader_generators(val_loader) if val_loader is not None
                                                      else [])
     states = [g.get_state() for g in generators]

@@ -99,7 +99,8 @@ class _Tally:
         return float(self.loss_sum) / self.count, acc
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (the CPU for a model without parameters)."""
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
@@ -111,7 +112,7 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: LossFn = F.cross_ent
 
     The model is put in eval mode for the pass and returned to the mode it was in.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.eval()
     tally = _Tally()
@@ -165,7 +166,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
         raise ValueError(f"clip_grad_norm must be positive (or None to switch clipping off), not {clip_grad_norm!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path> to resume from")
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     if amp_dtype is None:
         amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     step = _Stepper(model, optimizer, scheduler if scheduler_step == "batch" else None, device, amp, amp_dtype,
@@ -265,17 +266,22 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
                     **extra) -> Path:
     """Save ``model`` (and ``optimizer``) state plus any ``extra`` values to ``path``; returns the path.
 
-    The file is written next to ``path`` under a temporary name and then renamed over it, so an interrupted save
-    leaves the previous checkpoint intact.
+    Written with :func:`atomic_save`, so an interrupted save leaves the previous checkpoint intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), **extra}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
+    return atomic_save(state, path)
+
+
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` through a temporary file in the same folder and a rename: readers see the old
+    file or the complete new one, never half a file. Creates missing folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(state, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -293,7 +299,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if map_location is None:
-        map_location = _model_device(model)
+        map_location = model_device(model)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated or foreign files raise many different exceptions
@@ -340,7 +346,7 @@ def _restore_run_state(saved: dict, scheduler, scaler: torch.amp.GradScaler, tra
 def predict(model: nn.Module, loader: DataLoader, device: torch.device | str | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted class indices and true labels over ``loader``, both (N,) on the CPU."""
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.eval()
     preds, labels = [], []
