@@ -136,3 +136,15 @@ def test_cli_grade_and_check_exit_codes(tmp_path):
     refused = subprocess.run([dlcourse, "grade", str(broken), str(tmp_path / "subs"), "--out",
                               str(tmp_path / "out2")], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 3 and "halve-tests" in refused.stderr and "nobody is graded" in refused.stderr
+
+
+def test_kernel_threads_follow_the_limits():
+    """Kernels graded side by side get a share of the cores (oversubscribed torch threads run many times slower)."""
+    from dlcourse.grading.kernel import run
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, torch; print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads())")])
+    executed, stopped = run(nb, Limits(cell_timeout=60, submission_timeout=120, memory_mb=None, threads=1),
+                            {})
+    assert stopped is None
+    assert executed.cells[0].outputs[0]["text"].split() == ["1", "1"]

@@ -18,7 +18,7 @@ import multiprocessing as mp
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import cells as C
@@ -158,6 +158,8 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
 
     lab, submissions, out = Path(lab), Path(submissions), Path(out)
     workers = max(1, workers or os.cpu_count() or 1)
+    if limits.threads is None:  # kernels side by side must share the cores: oversubscribed torch threads crawl
+        limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
     source = load_source(lab, hidden)
     ids = [C.grade_id(c) for c in graded_cells(source)]
     output = Output(out)

@@ -20,11 +20,13 @@ from nbformat import NotebookNode
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds for one notebook run. ``memory_mb`` caps the kernel's data segment (None: no cap)."""
+    """Bounds for one notebook run. ``memory_mb`` caps the kernel's data segment (None: no cap); ``threads`` sets
+    the kernel's CPU threads (``OMP_NUM_THREADS``; None: inherit the environment's)."""
 
     cell_timeout: float = 120.0
     submission_timeout: float = 600.0
     memory_mb: int | None = 4096
+    threads: int | None = None
 
 
 def kernel_name() -> str:
@@ -66,7 +68,9 @@ def run(nb: NotebookNode, limits: Limits, env: dict[str, str], cwd: Path | str |
                                 resources={"metadata": {"path": str(cwd or tmp)}}, shutdown_kernel="immediate")
         try:
             # the kernel's own stderr (start-up chatter) is not the notebook's output: errors arrive as cell outputs
-            client.execute(env={**os.environ, **env}, stderr=subprocess.DEVNULL,
+            threads = {} if limits.threads is None else {"OMP_NUM_THREADS": str(limits.threads),
+                                                         "MKL_NUM_THREADS": str(limits.threads)}
+            client.execute(env={**os.environ, **threads, **env}, stderr=subprocess.DEVNULL,
                            preexec_fn=_limit_kernel(limits.memory_mb))
         except CellTimeoutError:
             if time.monotonic() >= deadline - 1:
