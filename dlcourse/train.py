@@ -21,6 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .config import amp_dtype as default_amp_dtype
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: Called after every epoch with the History so far; returning True stops training (e.g. early stopping).
 Callback = Callable[["History"], "bool | None"]
@@ -143,9 +145,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
 
     The options taught in the scaling notebooks (07 mixed precision, 08 memory):
 
-    - ``amp=True`` runs the forward pass and the loss under ``torch.autocast`` in ``amp_dtype`` (default: float16 on
-      CUDA, bfloat16 elsewhere). With float16 a ``torch.amp.GradScaler`` scales the loss so that small gradients do
-      not underflow, and skips the steps whose gradients overflowed; bfloat16 has float32's range and needs none.
+    - ``amp=True`` runs the forward pass and the loss under ``torch.autocast`` in ``amp_dtype`` (default:
+      :func:`dlcourse.config.amp_dtype`, bfloat16 where the device computes it natively, float16 otherwise).
+      With float16 a ``torch.amp.GradScaler`` scales the loss so that small gradients do not underflow, and skips
+      the steps whose gradients overflowed; bfloat16 has float32's range and needs none.
     - ``accumulate=k`` sums the gradients of ``k`` consecutive batches before each optimizer step. Each batch's
       mean loss is divided by the number of batches in its group, so with equal batch sizes one step equals one
       step on the ``k``-times larger batch (the last group of an epoch may be shorter; it still steps).
@@ -168,7 +171,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
         raise ValueError("resume=True needs checkpoint=<path> to resume from")
     device = torch.device(device) if device is not None else model_device(model)
     if amp_dtype is None:
-        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        amp_dtype = default_amp_dtype(device)
     step = _Stepper(model, optimizer, scheduler if scheduler_step == "batch" else None, device, amp, amp_dtype,
                     accumulate, clip_grad_norm)
     history = History()

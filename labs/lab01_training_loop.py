@@ -32,6 +32,14 @@
 # **Points.** 10 in all: softmax 2, cross-entropy 2, SGD step 2, accuracy 1, training loop 2, MLP 1.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+
 import copy
 
 import torch

@@ -36,6 +36,14 @@
 # out the storages of the tensors in `exclude` (e.g. the parameters). Bytes are counted per storage, each once.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+
 import copy
 
 import torch

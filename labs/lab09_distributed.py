@@ -38,6 +38,14 @@
 # **Points.** 10 in all: gradient all-reduce 2, sharded sampler 3, DDP training script 3, parameter sharding 2.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+
 import math
 import tempfile
 from pathlib import Path

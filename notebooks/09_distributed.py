@@ -35,6 +35,14 @@
 # the script trains longer and, given two or more GPUs, runs on them. The last cell prints how long this run took.
 
 # %%
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+
 import os
 import tempfile
 import time

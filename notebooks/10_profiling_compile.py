@@ -38,11 +38,18 @@
 # read ratios rather than absolute values.
 
 # %%
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+
 import copy
 import json
 import multiprocessing
 import statistics
-import sys
 import time
 from pathlib import Path
 

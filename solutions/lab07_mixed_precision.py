@@ -32,6 +32,14 @@
 # step 3.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+
 import numpy as np
 import torch
 import torch.nn.functional as F

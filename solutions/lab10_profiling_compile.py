@@ -30,6 +30,14 @@
 # **Points.** 10 in all: timing harness 3, data-loading bottleneck 3, top operator 2, one read per epoch 2.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+
 import copy
 import time
 from unittest import mock

@@ -71,8 +71,109 @@ def test_setup_returns_config_with_seed_scale_device():
 @pytest.mark.parametrize(("cuda", "expected"), [(True, "full"), (False, "small")])
 def test_default_scale_is_full_with_cuda_else_small(no_env, cuda, expected):
     _cuda(no_env, cuda)
+    no_env.setattr(config, "gpu_fits_full_scale", lambda index=0: (cuda, "a GPU"))
     assert resolve_scale() == expected
     assert setup(quiet=True).scale == expected
+
+
+class _Props:
+    def __init__(self, major: int, minor: int, gib: float, name: str = "Some GPU") -> None:
+        self.major, self.minor, self.total_memory, self.name = major, minor, int(gib * 2**30), name
+
+
+@pytest.mark.parametrize(("props", "fits", "words"), [
+    (_Props(7, 5, 15, "Tesla T4"), True, "Tesla T4"),
+    (_Props(9, 0, 80, "H100"), True, "H100"),
+    (_Props(3, 7, 12, "Tesla K80"), False, "older than Volta"),
+    (_Props(8, 6, 4, "laptop GPU"), False, "less than 10 GiB"),
+])
+def test_gpu_fits_full_scale_by_capability_and_memory(no_env, props, fits, words):
+    _cuda(no_env, True)
+    no_env.setattr(torch.cuda, "get_device_properties", lambda index=0: props)
+    ok, reason = config.gpu_fits_full_scale()
+    assert ok is fits
+    assert words in reason and props.name in reason
+    assert resolve_scale() == ("full" if fits else "small")
+
+
+def test_no_cuda_no_full_scale_and_no_reason(no_env):
+    _cuda(no_env, False)
+    assert config.gpu_fits_full_scale() == (False, "")
+
+
+def test_setup_says_why_a_weak_gpu_runs_small(no_env, capsys):
+    no_env.setattr(config, "gpu_fits_full_scale", lambda index=0: (False, "Tesla K80 is older than Volta"))
+    no_env.setattr(config, "pick_device", lambda: torch.device("cuda"))
+    no_env.setattr(config, "environment_report", lambda scale, device: "report")
+    cfg = setup(seed=0)
+    assert cfg.scale == "small"
+    out = capsys.readouterr().out
+    assert "Tesla K80 is older than Volta" in out and "DLCOURSE_SCALE=full" in out
+
+
+# --- device facts shared by notebooks 05, 07, 09, 10 --------------------------------------------------------
+
+def test_amp_dtype_is_bfloat16_on_cpu():
+    assert config.amp_dtype("cpu") == torch.bfloat16
+    assert config.amp_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_amp_dtype_on_cuda_follows_native_bfloat16(monkeypatch, native, expected):
+    seen = {}
+
+    def is_bf16_supported(including_emulation=True):
+        seen["including_emulation"] = including_emulation
+        return native
+
+    class _NoSwitch:
+        def __init__(self, index):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "device", _NoSwitch)
+    assert config.amp_dtype(torch.device("cuda", 0)) == expected
+    assert seen["including_emulation"] is False  # emulated bfloat16 is slower than float32: never pick it
+
+
+def test_amp_dtype_mps_is_float16():
+    assert config.amp_dtype("mps") == torch.float16
+
+
+def test_tf32_status_reports_both_switches():
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:  # (the cuBLAS switch is a module attribute monkeypatch cannot restore)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+        assert config.tf32_status() == "TF32 matmul off, cuDNN conv on"
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = True, False
+        assert config.tf32_status() == "TF32 matmul on, cuDNN conv off"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_safe_mp_context_never_forks_the_caller():
+    import multiprocessing as mp
+
+    ctx = config.safe_mp_context()
+    assert ctx.get_start_method() in ("forkserver", "spawn")
+    if "forkserver" in mp.get_all_start_methods():
+        assert ctx.get_start_method() == "forkserver"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_report_on_cuda_names_gpu_bf16_and_tf32():
+    report = config.environment_report("full", torch.device("cuda"))
+    assert torch.cuda.get_device_name(0) in report
+    assert "TF32 matmul" in report and "bf16" in report
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    assert config.amp_dtype("cuda") == expected
 
 
 @pytest.mark.parametrize("cuda", [True, False])
@@ -146,6 +247,17 @@ def test_pick_returns_value_for_scale(scale, expected):
     assert cfg.pick(smoke=2, small=10, full=30) == expected
     assert cfg.pick(smoke="a", small="b", full="c") == "abc"[SCALES.index(scale)]
     assert cfg.smoke is (scale == "smoke")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (None, False), ("", False), ("0", False), ("no", False), ("1", True), ("true", True), (" YES ", True),
+])
+def test_offline_knob(monkeypatch, raw, expected):
+    if raw is None:
+        monkeypatch.delenv(config.OFFLINE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(config.OFFLINE_ENV, raw)
+    assert setup(seed=0, scale="full", quiet=True).offline is expected
 
 
 def test_pick_takes_keywords_only():
