@@ -8,6 +8,7 @@ an unchanged source is byte-identical. Sources are never rewritten.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -204,6 +205,8 @@ def sync(root: Path | str = ".", *, check: bool = False, missing_only: bool = Fa
             report.kept.append(gen.path)
             continue
         gen.path.parent.mkdir(parents=True, exist_ok=True)
-        gen.path.write_text(gen.text, encoding="utf-8")
+        partial = gen.path.with_name(f".{gen.path.name}.{os.getpid()}.tmp")
+        partial.write_text(gen.text, encoding="utf-8")
+        os.replace(partial, gen.path)  # atomic: a reader (JupyterLab, a test) never sees half a notebook
         report.written.append(gen.path)
     return report
