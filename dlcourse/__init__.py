@@ -23,7 +23,8 @@ __all__ = [
 
 # Submodules load on first use (``dlcourse.viz.plot_history``): a torchrun worker that only needs
 # ``dlcourse.distributed`` does not pay for matplotlib.
-_SUBMODULES = frozenset({"bugs", "data", "diagnose", "distributed", "memory", "models", "text", "train", "viz"})
+_SUBMODULES = frozenset({"bugs", "data", "diagnose", "distributed", "download", "memory", "models", "text", "train",
+                         "viz"})
 
 
 def __getattr__(name: str):
