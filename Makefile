@@ -14,13 +14,14 @@ TEST_THREADS ?= 1
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: lab test sync check-sync lint grade bench clean help
+.PHONY: lab test sync check-sync lint grade verify bench clean help
 
 help:
 	@echo "make lab    - set up .venv (first run only) and open the course in JupyterLab"
 	@echo "make test   - set up .venv with test extras and run the whole suite at smoke scale"
 	@echo "make sync   - regenerate every .ipynb from its .py source and labs/ from solutions/"
 	@echo "make grade LAB=solutions/lab01_training_loop.py SUBMISSIONS=dir OUT=dir - autograde a folder"
+	@echo "make verify [SCALE=small] [ONLY='03 07'] [JOBS=1] - run notebooks + solutions here, write a report"
 	@echo "make bench  - run the benchmark scripts and print their tables"
 
 $(BIN)/python:
@@ -61,6 +62,12 @@ test: $(VENV)/.installed-test
 
 grade: $(VENV)/.installed-lab
 	$(BIN)/dlcourse grade $(LAB) $(SUBMISSIONS) --out $(OUT)
+
+# Run every notebook and lab solution at SCALE in this environment; the report in benchmarks/reports/ feeds the
+# README's minutes (`make sync` writes them in). Elsewhere (Colab, a GPU box) run `dlcourse verify` directly.
+JOBS ?= 1
+verify: $(VENV)/.installed-lab
+	$(BIN)/dlcourse verify $(if $(SCALE),--scale $(SCALE)) $(if $(ONLY),--only $(ONLY)) --jobs $(JOBS)
 
 bench: $(VENV)/.installed-lab
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -1,4 +1,4 @@
-"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check``, ``grade`` and ``doctor``.
+"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check``, ``grade``, ``verify`` and ``doctor``.
 
 Every sub-command prints what it did; a problem ends with a message saying what to do and a non-zero exit code.
 """
@@ -70,20 +70,27 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from .coursemap import sync_readme
     from .grading.build import sync
 
     root = course_root()
     report = sync(root, check=args.check, missing_only=args.missing, force=args.force)
+    # the README's course map is generated too (minutes from benchmarks/reports/, links); never by `--missing`
+    readme_stale = False if args.missing else sync_readme(root, check=args.check)
     if args.check:
         for path in report.differing:
             print(f"out of date: {_rel(path, root)}")
         for path in report.stale:
             print(f"stale (no source): {_rel(path, root)}")
-        if not report.clean:
+        if readme_stale:
+            print("out of date: README.md (its course map differs from the notebooks and benchmarks/reports/)")
+        if not report.clean or readme_stale:
             print("Generated files differ from their sources: run `dlcourse sync` (or `make sync`) and commit.")
             return 1
-        print("notebooks and labs are in sync with their sources")
+        print("notebooks, labs and the README's course map are in sync with their sources")
         return 0
+    if readme_stale:
+        print("wrote README.md (course map)")
     for path in report.written:
         print(f"wrote {_rel(path, root)}")
     for path in report.stale:
@@ -91,7 +98,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for path in report.kept:
         print(f"kept {_rel(path, root)}: it holds your work (outputs or edited answers). Move it elsewhere to get "
               "the new version, or run `dlcourse sync --force` to overwrite it.")
-    if not report.written:
+    if not report.written and not readme_stale:
         print("nothing to do: every generated file is up to date")
     return 1 if report.kept else 0
 
@@ -152,6 +159,29 @@ def cmd_grade(args: argparse.Namespace) -> int:
     print(f"graded {len(results)} submission(s): {Path(args.out) / 'grades.csv'}, grades.json, feedback/, "
           "grading.log")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import verify as V
+    from .config import resolve_scale
+
+    root = course_root()
+    scale = resolve_scale(args.scale)
+    paths = V.course_notebooks(root, args.only, labs=not args.no_labs)
+    device, device_name = V.this_device()
+    target = Path(args.report) if args.report else V.report_path(root / "benchmarks" / "reports", scale, device,
+                                                                  device_name)
+    print(f"running {len(paths)} notebook(s) at {scale} scale on {device_name}, {args.jobs} at a time; "
+          f"report: {_rel(target, root)}")
+    report = V.verify(root, paths, scale, jobs=args.jobs, cell_timeout=args.cell_timeout,
+                      notebook_timeout=args.timeout, save_dir=Path(args.save) if args.save else None,
+                      on_result=lambda r: print(V.format_result(r), flush=True))
+    V.merge_into(target, report)
+    passed = sum(r.status == "passed" for r in report.results.values())
+    total = sum(r.seconds for r in report.results.values()) / 60
+    print(f"{passed} of {len(report.results)} passed at {scale} scale on {device_name} ({total:.1f} notebook-minutes);"
+          f" report written to {_rel(target, root)}. `dlcourse sync` puts the minutes into the README.")
+    return 0 if passed == len(report.results) else 1
 
 
 def load_setup(spec: str) -> dict:
@@ -246,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds allowed per submission in all (default 600)")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory cap per kernel in MiB (0: none)")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("verify", help="run every notebook and lab solution at one scale here; write a report")
+    p.add_argument("--scale", help="smoke, small or full (default: $DLCOURSE_SCALE, else full on a GPU, small)")
+    p.add_argument("--only", nargs="+", metavar="NN", help="only these numbers, e.g. --only 03 07")
+    p.add_argument("--no-labs", action="store_true", help="notebooks only, not the lab solutions")
+    p.add_argument("--jobs", type=int, default=1, help="notebooks at a time (default 1: clean timings)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per notebook (default 3600)")
+    p.add_argument("--cell-timeout", type=float, default=1800, help="seconds allowed per cell (default 1800)")
+    p.add_argument("--report", help="report file (default: benchmarks/reports/<scale>-<device>.json, merged)")
+    p.add_argument("--save", help="folder to write the executed notebooks (with outputs) into")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("doctor", help="run the training doctor on a set-up (exit 1 when it flags something)")
     p.add_argument("setup", help="FILE.py:FUNCTION (or module:FUNCTION) returning a dict with model, train_loader "

@@ -52,11 +52,16 @@ def _limit_kernel(memory_mb: int | None):
     return apply
 
 
-def run(nb: NotebookNode, limits: Limits, env: dict[str, str], cwd: Path | str | None = None
-        ) -> tuple[NotebookNode, str | None]:
-    """Execute ``nb`` in place in a new kernel with ``env`` added to the environment; return it and why it stopped."""
+def run(nb: NotebookNode, limits: Limits, env: dict[str, str], cwd: Path | str | None = None, *,
+        stop_on_error: bool = False) -> tuple[NotebookNode, str | None]:
+    """Execute ``nb`` in place in a new kernel with ``env`` added to the environment; return it and why it stopped.
+
+    By default a cell that raises is recorded and the next cell runs (grading needs every test cell's verdict).
+    With ``stop_on_error=True`` (``dlcourse verify``) the run stops at the first such cell, except cells tagged
+    ``raises-exception``, and the reason names the cell and its error.
+    """
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     deadline = time.monotonic() + limits.submission_timeout
 
@@ -64,7 +69,8 @@ def run(nb: NotebookNode, limits: Limits, env: dict[str, str], cwd: Path | str |
         return max(1, int(min(limits.cell_timeout, deadline - time.monotonic())))
 
     with tempfile.TemporaryDirectory(prefix="dlcourse-kernel-") as tmp:
-        client = NotebookClient(nb, timeout_func=cell_timeout, kernel_name=kernel_name(), allow_errors=True,
+        client = NotebookClient(nb, timeout_func=cell_timeout, kernel_name=kernel_name(),
+                                allow_errors=not stop_on_error,
                                 resources={"metadata": {"path": str(cwd or tmp)}}, shutdown_kernel="immediate")
         try:
             # the kernel's own stderr (start-up chatter) is not the notebook's output: errors arrive as cell outputs
@@ -78,6 +84,20 @@ def run(nb: NotebookNode, limits: Limits, env: dict[str, str], cwd: Path | str |
             return nb, f"timeout: a cell ran longer than {limits.cell_timeout:g} s"
         except DeadKernelError:
             return nb, "kernel died: the notebook exited, crashed or ran out of memory"
+        except CellExecutionError as exc:
+            return nb, f"error: {_first_error(nb) or exc.ename}"
         except RuntimeError as exc:  # e.g. the kernel failed to start
             return nb, f"kernel error: {exc}"
     return nb, None
+
+
+def _first_error(nb: NotebookNode) -> str | None:
+    """``cell N: Name: message`` for the first code cell with an error output not tagged ``raises-exception``."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or "raises-exception" in cell.get("metadata", {}).get("tags", []):
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                message = " ".join(str(output.get("evalue", "")).split())
+                return f"cell {index}: {output.get('ename', 'Error')}: {message[:500]}"
+    return None
