@@ -148,3 +148,21 @@ def test_kernel_threads_follow_the_limits():
                             {})
     assert stopped is None
     assert executed.cells[0].outputs[0]["text"].split() == ["1", "1"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_grading_kernel_uses_cuda_under_the_memory_cap():
+    """RLIMIT_DATA caps the kernel's heap, not the GPU's memory or CUDA's virtual reservations: a grading kernel
+    must still initialise CUDA, train a step there and report a check (labs at full scale on a GPU box)."""
+    from dlcourse.grading import kernel
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import torch\nx = torch.randn(2048, 2048, device='cuda', requires_grad=True)\n"
+        "(x @ x).sum().backward()\ntorch.cuda.synchronize()\nprint('grad', x.grad.device, float(x.grad.norm()) > 0)")]
+    nb, stopped = kernel.run(nb, Limits(cell_timeout=120, submission_timeout=180, memory_mb=4096), env={},
+                             stop_on_error=True)
+    assert stopped is None, stopped
+    text = "".join(o.get("text", "") for o in nb.cells[0].outputs)
+    assert "grad cuda:0 True" in text
