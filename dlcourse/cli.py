@@ -175,8 +175,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
           f"report: {_rel(target, root)}")
     report = V.verify(root, paths, scale, jobs=args.jobs, cell_timeout=args.cell_timeout,
                       notebook_timeout=args.timeout, save_dir=Path(args.save) if args.save else None,
-                      on_result=lambda r: print(V.format_result(r), flush=True))
-    V.merge_into(target, report)
+                      report_to=target, on_result=lambda r: print(V.format_result(r), flush=True))
     passed = sum(r.status == "passed" for r in report.results.values())
     total = sum(r.seconds for r in report.results.values()) / 60
     print(f"{passed} of {len(report.results)} passed at {scale} scale on {device_name} ({total:.1f} notebook-minutes);"

@@ -177,12 +177,13 @@ def _load_average() -> float | None:
 
 
 def verify(root: Path, paths: list[Path], scale: str, *, jobs: int = 1, cell_timeout: float = 1800,
-           notebook_timeout: float = 3600, save_dir: Path | None = None,
+           notebook_timeout: float = 3600, save_dir: Path | None = None, report_to: Path | None = None,
            on_result: Callable[[Result], None] | None = None) -> Report:
     """Run ``paths`` at ``scale``, ``jobs`` at a time, and return a :class:`Report` for this machine.
 
     Each kernel gets ``OMP_NUM_THREADS`` from the environment when set, else cores ÷ ``jobs``: kernels that
-    fight over cores make every notebook slower than it is. ``on_result`` is called as each notebook finishes.
+    fight over cores make every notebook slower than it is. As each notebook finishes, its result is merged into
+    the report file ``report_to`` (so an interrupted run keeps what finished) and passed to ``on_result``.
     """
     import sys
 
@@ -205,6 +206,9 @@ def verify(root: Path, paths: list[Path], scale: str, *, jobs: int = 1, cell_tim
         rel = path.resolve().relative_to(root.resolve()).as_posix()
         result = Result(rel, status, round(seconds, 1), error, started, commit, load, jobs)
         report.results[rel] = result
+        if report_to is not None:
+            merge_into(report_to, Report(report.scale, report.device, report.device_name, report.torch,
+                                         report.python, {rel: result}))
         if on_result is not None:
             on_result(result)
 

@@ -133,6 +133,7 @@ def test_the_committed_course_is_in_sync():
 @pytest.mark.parametrize("solution", sorted((ROOT / "solutions").glob("lab*.py")), ids=lambda p: p.stem)
 def test_real_nbgrader_generates_the_same_student_version(tmp_path, solution):
     """nbgrader accepts our solution notebook, and its release version has the same cells as our lab."""
+    pytest.importorskip("nbgrader", reason="nbgrader is in the `test` extra, not installed here (a GPU box)")
     assignment = tmp_path / "source" / solution.stem
     assignment.mkdir(parents=True)
     shutil.copy(solution.with_suffix(".ipynb"), assignment)

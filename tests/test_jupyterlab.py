@@ -8,6 +8,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from dlcourse.cli import lab_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,7 @@ def _free_port() -> int:
 
 
 def test_jupyterlab_lists_the_course_notebooks(tmp_path):
+    pytest.importorskip("jupyterlab", reason="JupyterLab is in the `lab` extra, not installed here (a GPU box)")
     port, token = _free_port(), "dlcourse-test-token"
     command = lab_command(ROOT, port, open_browser=False) + [f"--IdentityProvider.token={token}",
                                                              "--ServerApp.ip=127.0.0.1"]

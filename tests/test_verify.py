@@ -51,8 +51,14 @@ def test_course_notebooks_selects_by_number(course):
 def test_verify_records_pass_fail_and_timeout(course):
     seen = []
     paths = V.course_notebooks(course, labs=False)
-    report = V.verify(course, paths, "smoke", notebook_timeout=8, cell_timeout=8, on_result=seen.append,
-                      save_dir=course / "executed")
+    target = course / "reports" / "smoke.json"
+
+    def on_result(result):
+        seen.append(result)  # the report file already holds every result so far (an interrupted run keeps them)
+        assert list(V.Report.from_json(target.read_text()).results) == [r.path for r in seen]
+
+    report = V.verify(course, paths, "smoke", notebook_timeout=8, cell_timeout=8, on_result=on_result,
+                      save_dir=course / "executed", report_to=target)
     results = report.results
     assert [r.path for r in seen] == ["notebooks/01_pass.ipynb", "notebooks/02_fail.ipynb", "notebooks/03_slow.ipynb"]
     assert results["notebooks/01_pass.ipynb"].status == "passed"
