@@ -52,7 +52,7 @@ def image_grid(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | None
 
     A title reads ``label`` alone, or ``pred (label)`` when predictions are given; wrong predictions are red.
     """
-    images = images.detach().cpu()
+    images = images.detach().float().cpu()  # any device, any float dtype (numpy has no bfloat16)
     if images.ndim == 3:
         images = images.unsqueeze(1)
     if images.ndim != 4:
