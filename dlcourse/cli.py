@@ -147,7 +147,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from .grading.kernel import Limits
 
     limits = Limits(cell_timeout=args.timeout, submission_timeout=args.submission_timeout,
-                    memory_mb=args.memory_mb or None)
+                    memory_mb=args.memory_mb or None, gpu=args.gpu)
     try:
         results = grade_batch(args.lab, args.submissions, args.out, workers=args.workers, hidden=args.hidden,
                               pattern=args.pattern, limits=limits, force=args.force)
@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submission-timeout", type=float, default=600,
                    help="seconds allowed per submission in all (default 600)")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory cap per kernel in MiB (0: none)")
+    p.add_argument("--gpu", action="store_true", help="let kernels use the GPU (default: CPU only, so a grade is "
+                                                      "the same on every machine)")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("verify", help="run every notebook and lab solution at one scale here; write a report")

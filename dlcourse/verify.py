@@ -155,7 +155,7 @@ def run_notebook(path: Path, scale: str, cell_timeout: float, notebook_timeout: 
 
     nb = nbformat.read(path, as_version=4)
     limits = Limits(cell_timeout=cell_timeout, submission_timeout=notebook_timeout, memory_mb=None,
-                    threads=threads)
+                    threads=threads, gpu=True)
     start = time.perf_counter()
     nb, stopped = run(nb, limits, {"DLCOURSE_SCALE": scale, "MPLBACKEND": "Agg"}, cwd=path.parent,
                       stop_on_error=True)

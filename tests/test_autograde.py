@@ -161,8 +161,26 @@ def test_grading_kernel_uses_cuda_under_the_memory_cap():
     nb.cells = [nbformat.v4.new_code_cell(
         "import torch\nx = torch.randn(2048, 2048, device='cuda', requires_grad=True)\n"
         "(x @ x).sum().backward()\ntorch.cuda.synchronize()\nprint('grad', x.grad.device, float(x.grad.norm()) > 0)")]
-    nb, stopped = kernel.run(nb, Limits(cell_timeout=120, submission_timeout=180, memory_mb=4096), env={},
-                             stop_on_error=True)
+    nb, stopped = kernel.run(nb, Limits(cell_timeout=120, submission_timeout=180, memory_mb=4096, gpu=True),
+                             env={}, stop_on_error=True)
     assert stopped is None, stopped
     text = "".join(o.get("text", "") for o in nb.cells[0].outputs)
     assert "grad cuda:0 True" in text
+
+
+def test_grading_kernels_see_no_gpu_unless_asked(monkeypatch):
+    """Grades must not depend on the machine: by default a kernel is told there is no GPU (checked through the
+    environment it receives, so this runs on CPU CI too); ``Limits(gpu=True)`` (``dlcourse grade --gpu``,
+    ``dlcourse verify``) passes the machine's GPUs through."""
+    from dlcourse.grading import kernel
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os\nprint(repr(os.environ.get('CUDA_VISIBLE_DEVICES')))")]
+    seen = []
+    for gpu in (False, True):
+        ran, stopped = kernel.run(copy.deepcopy(nb), Limits(cell_timeout=60, submission_timeout=90, memory_mb=None,
+                                                            gpu=gpu), env={}, stop_on_error=True)
+        assert stopped is None, stopped
+        seen.append(ran.cells[0].outputs[0]["text"].strip())
+    assert seen == ["''", "'0'"]

@@ -21,12 +21,15 @@ from nbformat import NotebookNode
 @dataclass(frozen=True)
 class Limits:
     """Bounds for one notebook run. ``memory_mb`` caps the kernel's data segment (None: no cap); ``threads`` sets
-    the kernel's CPU threads (``OMP_NUM_THREADS``; None: inherit the environment's)."""
+    the kernel's CPU threads (``OMP_NUM_THREADS``; None: inherit the environment's); ``gpu`` lets the kernel see
+    the machine's GPUs (off for grading: smoke-scale labs are sized for a CPU, CPU results are the same on every
+    machine, and a class's kernels do not pile onto one GPU's memory)."""
 
     cell_timeout: float = 120.0
     submission_timeout: float = 600.0
     memory_mb: int | None = 4096
     threads: int | None = None
+    gpu: bool = False
 
 
 def kernel_name() -> str:
@@ -76,7 +79,8 @@ def run(nb: NotebookNode, limits: Limits, env: dict[str, str], cwd: Path | str |
             # the kernel's own stderr (start-up chatter) is not the notebook's output: errors arrive as cell outputs
             threads = {} if limits.threads is None else {"OMP_NUM_THREADS": str(limits.threads),
                                                          "MKL_NUM_THREADS": str(limits.threads)}
-            client.execute(env={**os.environ, **threads, **env}, stderr=subprocess.DEVNULL,
+            no_gpu = {} if limits.gpu else {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}
+            client.execute(env={**os.environ, **threads, **no_gpu, **env}, stderr=subprocess.DEVNULL,
                            preexec_fn=_limit_kernel(limits.memory_mb))
         except CellTimeoutError:
             if time.monotonic() >= deadline - 1:
