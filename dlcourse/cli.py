@@ -1,4 +1,5 @@
-"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check``, ``grade``, ``verify`` and ``doctor``.
+"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check``, ``grade``, ``verify``, ``doctor``
+and ``data``.
 
 Every sub-command prints what it did; a problem ends with a message saying what to do and a non-zero exit code.
 """
@@ -235,6 +236,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if report.flagged else 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import REAL_DATASETS
+    from .download import DownloadError, data_dir, fetch
+
+    if args.action == "path":
+        print(data_dir())
+        return 0
+    for name in args.names:
+        _, files = REAL_DATASETS[name]
+        try:
+            paths = [fetch(f, name) for f in files]
+        except DownloadError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{name}: {len(paths)} file(s) verified (SHA-256) in {paths[0].parent}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlcourse", description="Tools for the dlcourse notebooks and labs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -297,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the findings to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress line per check")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("data", help="the cache of real datasets for full scale: fill it (fetch) or show it (path)")
+    data_sub = p.add_subparsers(dest="action", required=True)
+    q = data_sub.add_parser("fetch", help="download and verify datasets into the cache (needs network)")
+    q.add_argument("names", nargs="+", choices=["fashion-mnist", "cifar10"], help="datasets to fetch")
+    data_sub.add_parser("path", help="print the cache folder ($DLCOURSE_DATA_DIR, else ~/.cache/dlcourse)")
+    p.set_defaults(func=cmd_data)
     return parser
 
 

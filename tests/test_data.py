@@ -1,15 +1,26 @@
-"""Tests for dlcourse.data: digits splits, the procedural shapes set, loaders, and shapes' learnability."""
+"""Tests for dlcourse.data: digits splits, the procedural shapes set, loaders, shapes' learnability, and the real
+datasets of full scale (Fashion-MNIST, CIFAR-10) on tiny files written here in their real formats."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dlcourse import data
+from dlcourse import data, download
+from dlcourse.config import Config
 from dlcourse.data import DIGIT_CLASSES, SHAPE_CLASSES, Splits
+from dlcourse.download import RemoteFile
 
 N_DIGITS = 1797
 
@@ -92,7 +103,8 @@ def test_digits_flatten_gives_same_data_as_rows(digit_splits):
 
 
 def test_splits_repr(digit_splits):
-    assert repr(digit_splits) == "Splits(train=1257, val=270, test=270, classes=10)"
+    assert repr(digit_splits) == "Splits(digits: train=1257, val=270, test=270, classes=10)"
+    assert repr(_index_splits()) == "Splits(train=100, val=37, test=23, classes=2)"
 
 
 # --- shapes -------------------------------------------------------------------------------------------------
@@ -257,3 +269,209 @@ def test_shapes_are_learnable_by_a_tiny_cnn(one_thread):
         acc = (model(X_val).argmax(dim=1) == y_val).float().mean().item()
     chance = 1 / len(SHAPE_CLASSES)
     assert acc > 2 * chance, f"validation accuracy {acc:.3f} vs chance {chance:.3f}"
+
+
+# --- workers and Augmented ----------------------------------------------------------------------------------
+
+def _flip(X: torch.Tensor) -> torch.Tensor:
+    return X.flip(-1)
+
+
+def test_augmented_applies_the_transform_on_every_read():
+    base = TensorDataset(torch.arange(12.0).reshape(3, 1, 2, 2), torch.tensor([0, 1, 2]))
+    aug = data.Augmented(base, _flip)
+    assert len(aug) == 3
+    X, y = aug[1]
+    assert torch.equal(X, base[1][0].flip(-1)) and int(y) == 1
+    again = pickle.loads(pickle.dumps(aug))               # what a worker receives: importable, so picklable
+    assert torch.equal(again[2][0], aug[2][0])
+
+
+def test_loader_workers_use_a_start_method_that_is_safe_after_cuda():
+    """Workers from the fork server (never fork) import the dataset class from dlcourse.data: seconds at most."""
+    base = TensorDataset(torch.rand(40, 1, 4, 4), torch.arange(40))
+    train, val = data.make_loaders(data.Augmented(base, _flip), base, batch_size=16, num_workers=1)
+    assert train.multiprocessing_context.get_start_method() in ("forkserver", "spawn")
+    labels = sorted(int(i) for _, y in train for i in y)
+    assert labels == list(range(40))
+    assert torch.equal(torch.cat([X for X, _ in val]), base.tensors[0])
+
+
+# --- real datasets: formats --------------------------------------------------------------------------------
+
+def _idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
+    header = bytes([0, 0, code, array.ndim]) + np.array(array.shape, dtype=">u4").tobytes()
+    return header + array.tobytes()
+
+
+def test_read_idx_gzip_and_plain(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "images.gz").write_bytes(gzip.compress(_idx_bytes(images)))
+    (tmp_path / "labels").write_bytes(_idx_bytes(np.array([7, 1], dtype=np.uint8)))
+    (tmp_path / "ints").write_bytes(_idx_bytes(np.array([[1, -2]], dtype=">i4"), code=0x0C))
+    assert np.array_equal(data.read_idx(tmp_path / "images.gz"), images)
+    assert data.read_idx(tmp_path / "labels").tolist() == [7, 1]
+    assert data.read_idx(tmp_path / "ints").tolist() == [[1, -2]]
+
+
+def test_read_idx_rejects_other_files_and_truncated_ones(tmp_path):
+    (tmp_path / "html.gz").write_bytes(gzip.compress(b"<html>404 Not Found</html>"))
+    with pytest.raises(ValueError, match="not an IDX file"):
+        data.read_idx(tmp_path / "html.gz")
+    whole = _idx_bytes(np.zeros((4, 5, 5), dtype=np.uint8))
+    (tmp_path / "cut").write_bytes(whole[:-7])
+    with pytest.raises(ValueError, match="truncated"):
+        data.read_idx(tmp_path / "cut")
+
+
+def _cifar_records(labels: list[int], start: int) -> bytes:
+    """CIFAR-10 binary records whose red plane is filled with ``start + i``, green with 100, blue with 200."""
+    rows = []
+    for i, label in enumerate(labels):
+        planes = np.concatenate([np.full(1024, start + i), np.full(1024, 100), np.full(1024, 200)])
+        rows.append(np.concatenate([[label], planes]).astype(np.uint8))
+    return np.stack(rows).tobytes()
+
+
+def _cifar_tar(path: Path, skip: str = "") -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        members = {f"data_batch_{k}.bin": _cifar_records([k, k + 1], 10 * k) for k in range(1, 6)}
+        members["test_batch.bin"] = _cifar_records([9, 8, 7], 90)
+        members["batches.meta.txt"] = "\n".join(data.CIFAR10_CLASSES).encode()
+        for name, payload in members.items():
+            if name != skip:
+                info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def test_read_cifar10_binary(tmp_path):
+    (X_train, y_train), (X_test, y_test) = data.read_cifar10(_cifar_tar(tmp_path / "c.tar.gz"))
+    assert X_train.shape == (10, 3, 32, 32) and X_test.shape == (3, 3, 32, 32)
+    assert y_train.tolist() == [1, 2, 2, 3, 3, 4, 4, 5, 5, 6] and y_test.tolist() == [9, 8, 7]
+    assert X_train[:, 0, 0, 0].tolist() == [10, 11, 20, 21, 30, 31, 40, 41, 50, 51]     # batches in order
+    assert (X_test[:, 1] == 100).all() and (X_test[:, 2] == 200).all()                 # channel planes
+
+
+def test_read_cifar10_missing_batch(tmp_path):
+    with pytest.raises(ValueError, match="data_batch_3.bin"):
+        data.read_cifar10(_cifar_tar(tmp_path / "c.tar.gz", skip="data_batch_3.bin"))
+
+
+# --- real datasets: cache, splits, and never at smoke or small --------------------------------------------------
+
+def _remote(name: str, payload: bytes, folder: Path) -> RemoteFile:
+    (folder / name).write_bytes(payload)
+    return RemoteFile(name, hashlib.sha256(payload).hexdigest(), len(payload), (f"http://127.0.0.1:9/{name}",))
+
+
+@pytest.fixture
+def fake_fashion(tmp_path, monkeypatch):
+    """A tiny Fashion-MNIST (50 training, 20 test images; pixel = index) in a cache folder of its own, with
+    the real file names and checksums of the tiny files."""
+    cache = tmp_path / "cache"
+    folder = cache / "fashion-mnist"
+    folder.mkdir(parents=True)
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(cache))
+    monkeypatch.delenv("DLCOURSE_OFFLINE", raising=False)
+    files = {}
+    for split, n in (("train", 50), ("t10k", 20)):
+        images = (np.arange(n, dtype=np.uint8)[:, None, None] * np.ones((1, 28, 28), dtype=np.uint8))
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        key = "train" if split == "train" else "test"
+        files[f"{key}_images"] = _remote(f"{split}-images-idx3-ubyte.gz", gzip.compress(_idx_bytes(images)),
+                                         folder)
+        files[f"{key}_labels"] = _remote(f"{split}-labels-idx1-ubyte.gz", gzip.compress(_idx_bytes(labels)),
+                                         folder)
+    files = {k: files[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
+    monkeypatch.setattr(data, "FASHION_MNIST_FILES", files)
+    monkeypatch.setitem(data.REAL_DATASETS, "fashion-mnist", (data.fashion_mnist, list(files.values())))
+    return folder
+
+
+def test_fashion_mnist_from_the_cache(fake_fashion):
+    s = data.fashion_mnist(seed=0, n_val=10)
+    assert (len(s.train), len(s.val), len(s.test)) == (40, 10, 20) and s.name == "Fashion-MNIST"
+    assert s.classes == data.FASHION_CLASSES and len(s.classes) == 10
+    X, y = s.train.tensors
+    assert X.shape == (40, 1, 28, 28) and X.dtype == torch.float32 and y.dtype == torch.int64
+    index = (X[:, 0, 0, 0] * 255).round().long()                   # each tiny image's pixels hold its index
+    assert torch.equal(y, index % 10)                               # labels stay with their images
+    val_index = (s.val.tensors[0][:, 0, 0, 0] * 255).round().long()
+    assert sorted(index.tolist() + val_index.tolist()) == list(range(50))    # disjoint, cover the train file
+    assert torch.equal(s.test.tensors[1], torch.arange(20) % 10)    # the official test set, in order
+    small = data.fashion_mnist(seed=0, n_val=10, n_train=15, n_test=5)
+    assert (len(small.train), len(small.test)) == (15, 5)
+    assert torch.equal(small.train.tensors[0], X[:15]) and torch.equal(small.val.tensors[0], s.val.tensors[0])
+    assert not torch.equal(data.fashion_mnist(seed=1, n_val=10).val.tensors[1], s.val.tensors[1])
+
+
+def test_fashion_mnist_missing_file_says_how_to_fill_the_cache(fake_fashion):
+    (fake_fashion / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(data.DatasetNotCached, match="dlcourse data fetch fashion-mnist") as info:
+        data.fashion_mnist()
+    assert "t10k-labels-idx1-ubyte.gz" in str(info.value) and str(fake_fashion) in str(info.value)
+
+
+def test_cifar10_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "cifar10"
+    folder.mkdir(parents=True)
+    payload = _cifar_tar(tmp_path / "c.tar.gz").read_bytes()
+    monkeypatch.setattr(data, "CIFAR10_FILE", _remote("cifar-10-binary.tar.gz", payload, folder))
+    s = data.cifar10(seed=0, n_val=2)
+    assert (len(s.train), len(s.val), len(s.test)) == (8, 2, 3) and s.name == "CIFAR-10"
+    assert s.train.tensors[0].shape == (8, 3, 32, 32) and s.train.tensors[0].max() <= 1.0
+    assert torch.allclose(s.test.tensors[0][:, 2], torch.full((3, 32, 32), 200 / 255))
+
+
+def _cfg(scale: str, offline: bool = False) -> Config:
+    return Config(seed=0, scale=scale, device=torch.device("cpu"), offline=offline)
+
+
+def _offline() -> Splits:
+    return data.shapes(4, 2, 2, seed=0)
+
+
+@pytest.mark.parametrize("scale", ["smoke", "small"])
+def test_smoke_and_small_never_download_nor_read_the_cache(scale, fake_fashion, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("smoke and small scale must not touch the network or the cache")
+
+    for name in ("fetch", "is_cached", "_local_files"):
+        monkeypatch.setattr(data, name, forbidden)
+    assert data.real_or_offline(_cfg(scale), "fashion-mnist", _offline).name == "shapes"
+    with pytest.raises(KeyError):
+        data.real_or_offline(_cfg(scale), "no-such-dataset", _offline)          # a typo fails at every scale
+
+
+def test_full_scale_uses_the_real_dataset(fake_fashion, capsys):
+    s = data.real_or_offline(_cfg("full"), "fashion-mnist", _offline, n_val=10, n_train=5)
+    assert s.name == "Fashion-MNIST" and len(s.train) == 5
+    assert "Fashion-MNIST" in capsys.readouterr().out
+
+
+def test_full_scale_offline_uses_a_filled_cache_else_the_offline_data(fake_fashion, monkeypatch, capsys):
+    monkeypatch.setattr(data, "fetch", lambda *a, **k: pytest.fail("offline: no download"))
+    assert data.real_or_offline(_cfg("full", offline=True), "fashion-mnist", _offline, n_val=10).name == \
+        "Fashion-MNIST"
+    (fake_fashion / "train-images-idx3-ubyte.gz").write_bytes(b"half a file")
+    assert data.real_or_offline(_cfg("full", offline=True), "fashion-mnist", _offline).name == "shapes"
+    assert "DLCOURSE_OFFLINE" in capsys.readouterr().out
+
+
+def test_full_scale_downloads_what_is_missing(fake_fashion, monkeypatch):
+    payloads = {p.name: p.read_bytes() for p in fake_fashion.iterdir()}
+    (fake_fashion / "train-labels-idx1-ubyte.gz").unlink()
+    fetched = []
+
+    def fake_fetch(file: RemoteFile, subdir: str = "", **kwargs) -> Path:
+        fetched.append(file.name)
+        path = download.cache_path(file, subdir)
+        path.write_bytes(payloads[file.name])
+        return path
+
+    monkeypatch.setattr(data, "fetch", fake_fetch)
+    s = data.real_or_offline(_cfg("full"), "fashion-mnist", _offline, n_val=10)
+    assert s.name == "Fashion-MNIST" and "train-labels-idx1-ubyte.gz" in fetched

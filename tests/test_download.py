@@ -224,3 +224,29 @@ def test_offline_environment_never_touches_the_network(cache, server, monkeypatc
 def test_unknown_size_still_checks_the_checksum(cache, server):
     s = server({"/data.bin": PAYLOAD})
     assert download.fetch(_file(s.url("/data.bin"), size=None), quiet=True).read_bytes() == PAYLOAD
+
+
+# --- the command line: dlcourse data path / fetch ------------------------------------------------------------
+
+def test_cli_data_path(cache, capsys):
+    from dlcourse.cli import main
+
+    assert main(["data", "path"]) == 0
+    assert capsys.readouterr().out.strip() == str(cache)
+
+
+def test_cli_data_fetch_fills_the_cache_and_reports_failures(cache, server, monkeypatch, capsys):
+    from dlcourse import data
+    from dlcourse.cli import build_parser, main
+
+    for name in data.REAL_DATASETS:                        # the command offers every real dataset
+        assert build_parser().parse_args(["data", "fetch", name]).names == [name]
+    s = server({"/data.bin": PAYLOAD})
+    monkeypatch.setitem(data.REAL_DATASETS, "fashion-mnist", (data.fashion_mnist, [_file(s.url("/data.bin"))]))
+    assert main(["data", "fetch", "fashion-mnist"]) == 0
+    assert f"1 file(s) verified (SHA-256) in {cache / 'fashion-mnist'}" in capsys.readouterr().out
+    assert (cache / "fashion-mnist" / "data.bin").read_bytes() == PAYLOAD
+    monkeypatch.setitem(data.REAL_DATASETS, "fashion-mnist", (data.fashion_mnist, [_file(s.url("/gone.bin"))]))
+    (cache / "fashion-mnist" / "data.bin").unlink()
+    assert main(["data", "fetch", "fashion-mnist"]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
