@@ -1,15 +1,15 @@
 """Distributed-training helpers: launch ``torchrun`` from Python, set up and tear down a process group on any device,
-run a function on N processes forked from this one, and print or save on rank 0 only.
+run a function on N local CPU processes, and print or save on rank 0 only.
 
 Introduced in notebook 09 (and lab 09). Two ways to run code on several processes:
 
 - :func:`launch` runs a real training script with ``torchrun`` (``python -m torch.distributed.run --standalone``):
   new processes, each importing the script, exactly as on a cluster. Inside the script, :func:`init` joins the
-  process group (gloo on CPU, NCCL on CUDA, one GPU per local rank) and :func:`cleanup` leaves it.
-- :func:`run_local` forks ``world_size`` processes from the current one (a notebook kernel, a test) and calls a
-  function there with a gloo process group already set up; it returns what each rank returned. Forking copies the
-  already-imported torch, so it starts in a fraction of a second, and functions defined in a notebook work (spawn
-  would need them in an importable module). It is for small CPU experiments; it never touches a GPU.
+  process group (NCCL with one GPU per local rank when there are enough GPUs, else gloo on the CPU:
+  :func:`backend_for`) and :func:`cleanup` leaves it.
+- :func:`run_local` starts ``world_size`` processes from a fork server (never a fork of the caller, which may have
+  used CUDA) and calls a function there, shipped by value with cloudpickle, with a gloo process group already set
+  up; it returns what each rank returned. For small CPU experiments in a notebook or a test; it never uses a GPU.
 
 Both raise a clear error with the failing worker's traceback when a worker fails, and kill every process they
 started when they time out.
@@ -39,8 +39,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "DistEnv", "LaunchError", "cleanup", "default_backend", "init", "is_main", "launch", "print0", "run_local",
-    "save0", "torchrun_command",
+    "DistEnv", "LaunchError", "backend_for", "cleanup", "default_backend", "init", "is_main", "launch", "print0",
+    "run_local", "save0", "torchrun_command",
 ]
 
 
@@ -88,17 +88,34 @@ class DistEnv:
         return self.rank == 0
 
 
-def default_backend() -> str:
-    """NCCL when CUDA is available (GPU-to-GPU communication), else gloo (CPU tensors over TCP)."""
-    return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+def backend_for(local_ranks: int = 1) -> tuple[str, str]:
+    """The backend for ``local_ranks`` processes on this machine, and the devices they get, in words.
+
+    NCCL with one GPU per rank (``cuda:LOCAL_RANK``) when CUDA has at least ``local_ranks`` GPUs; otherwise gloo
+    on the CPU. NCCL cannot put two ranks on one GPU, so 2 ranks on a machine with 1 GPU run on the CPU.
+    """
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus and gpus >= local_ranks and dist.is_nccl_available():
+        return "nccl", f"nccl, one GPU per rank (cuda:0 to cuda:{local_ranks - 1} of {gpus} GPUs)"
+    if gpus:
+        return "gloo", (f"gloo on the CPU: {local_ranks} ranks on this machine but {gpus} GPU"
+                        f"{'s' if gpus > 1 else ''} (NCCL needs one GPU per rank)")
+    return "gloo", "gloo on the CPU (no CUDA GPU)"
+
+
+def default_backend(local_ranks: int | None = None) -> str:
+    """:func:`backend_for` the ranks on this machine (``$LOCAL_WORLD_SIZE``, set by torchrun; else 1)."""
+    return backend_for(local_ranks or int(os.environ.get("LOCAL_WORLD_SIZE", "1")))[0]
 
 
 def init(backend: str | None = None, *, timeout_s: float = 300.0) -> DistEnv:
     """Join the process group of a job started by ``torchrun`` and return this process's :class:`DistEnv`.
 
-    Reads ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` (torchrun sets them). On
-    CUDA each process takes the GPU of its local rank (``cuda:LOCAL_RANK``) and the backend is NCCL; on CPU it is
-    gloo. ``timeout_s`` bounds how long a collective waits for the other ranks before failing.
+    Reads ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``
+    (torchrun sets them). Without ``backend``, :func:`backend_for` chooses: NCCL and ``cuda:LOCAL_RANK`` when there
+    is a GPU for every local rank, else gloo on the CPU (rank 0 says so when GPUs are left unused). ``"gloo"``
+    always means the CPU; ``"nccl"`` without a GPU per rank is an error. ``timeout_s`` bounds how long a
+    collective waits for the other ranks before failing.
     """
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
@@ -106,10 +123,20 @@ def init(backend: str | None = None, *, timeout_s: float = 300.0) -> DistEnv:
             f"{', '.join(missing)} not set: this code must run under torchrun (e.g. `python -m torch.distributed.run "
             f"--standalone --nproc-per-node=2 script.py`, or dlcourse.distributed.launch('script.py')); "
             f"inside a notebook use dlcourse.distributed.run_local")
-    backend = backend or default_backend()
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    chosen, why = backend_for(local_ranks)
+    if backend is None:
+        backend = chosen
+        if rank == 0 and backend == "gloo" and torch.cuda.is_available():
+            print(f"dlcourse.distributed.init: {why}", flush=True)
     if backend == "nccl":
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus < local_ranks:
+            raise RuntimeError(f"backend 'nccl' needs one CUDA GPU per local rank: {local_ranks} ranks on this "
+                               f"machine, {gpus} GPU{'' if gpus == 1 else 's'}. Use backend='gloo' (CPU) or "
+                               f"fewer processes (--nproc-per-node={max(gpus, 1)}).")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)  # before any CUDA work: otherwise every rank piles onto cuda:0
     else:
@@ -243,11 +270,13 @@ def _kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
             continue
 
 
-def _launch_preexec() -> None:
-    if sys.platform.startswith("linux"):  # if the caller (e.g. a notebook kernel) dies, torchrun dies too
-        import ctypes
+def _prctl() -> Callable | None:
+    """libc's ``prctl`` on Linux (looked up here: the child of a fork must not load libraries), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    return ctypes.CDLL(None).prctl
 
 
 def launch(target: str | os.PathLike, nproc: int = 2, args: Sequence[Any] = (), *, timeout: float = 300.0,
@@ -265,8 +294,10 @@ def launch(target: str | os.PathLike, nproc: int = 2, args: Sequence[Any] = (), 
     command = torchrun_command(target, nproc, args)
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, int(nproc))))
     run_env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1", **(env or {})}
+    prctl = _prctl()  # if the caller (e.g. a notebook kernel) dies, torchrun dies too: PR_SET_PDEATHSIG
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env,
-                            cwd=cwd, start_new_session=True, preexec_fn=_launch_preexec)
+                            cwd=cwd, start_new_session=True,
+                            preexec_fn=(lambda: prctl(1, signal.SIGTERM)) if prctl else None)
     out_lines: list[str] = []
     err_lines: deque[str] = deque(maxlen=2000)
     readers = [threading.Thread(target=lambda s=s, keep=keep: keep.extend(iter(s.readline, "")), daemon=True)
@@ -317,17 +348,42 @@ def launch(target: str | os.PathLike, nproc: int = 2, args: Sequence[Any] = (), 
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
-# --------------------------------------------------------------------------------------------- forked ranks
-def _child(fn: Callable, rank: int, world_size: int, store_path: str, conn, args: tuple) -> None:
-    """One forked rank: join the gloo group through a file store, run ``fn``, send back
-    (status, value, output, time of failure)."""
+# ------------------------------------------------------------------------------------------------- local ranks
+#: Imported once by the fork server that starts :func:`run_local`'s ranks, so that each rank starts in a fraction
+#: of a second instead of importing torch itself (DDP and FSDP import torch._dynamo on first use: seconds).
+RANK_PRELOAD = ("torch", "torch.distributed", "torch._dynamo", "dlcourse.distributed")
+
+
+def _cloudpickle():
+    """cloudpickle (a dependency of the course; older joblib releases ship a copy of it)."""
+    try:
+        import cloudpickle
+    except ImportError:  # pragma: no cover - an environment without the course's own dependencies
+        from joblib.externals import cloudpickle  # type: ignore[no-redef]
+    return cloudpickle
+
+
+def _die_with_parent() -> None:
+    """Linux: end this rank when the process that started it (the fork server) ends, e.g. when the kernel dies."""
+    prctl = _prctl()
+    if prctl:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _rank_main(job: bytes, rank: int, world_size: int, store_path: str, conn, threads: int, timeout_s: float) -> None:
+    """One rank of :func:`run_local`, in a fresh process: join the gloo group through a file store, run the
+    function, send back (status, value, output, time of failure)."""
+    _die_with_parent()
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU ranks: no rank creates a CUDA context (the server made none)
     captured = io.StringIO()
-    sys.stdout = sys.stderr = captured  # the parent prints each rank's output; a forked kernel's streams are not ours
+    sys.stdout = sys.stderr = captured  # the parent prints each rank's output, prefixed with its rank
     status, value, failed_at = "ok", None, 0.0
     try:
-        torch.set_num_threads(1)  # OpenMP's thread pool does not survive fork: more threads can hang the rank
+        torch.set_num_threads(threads)
+        fn, args = _cloudpickle().loads(job)
         store = dist.FileStore(store_path, world_size)
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size)
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size,
+                                timeout=timedelta(seconds=timeout_s))
         value = fn(rank, world_size, *args)
         dist.barrier()  # every rank is done with its collectives; os._exit below then ends the process group
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
@@ -347,55 +403,67 @@ def _child(fn: Callable, rank: int, world_size: int, store_path: str, conn, args
         conn.send_bytes(payload)
         conn.close()
     finally:
-        os._exit(0)  # skip the forked copy's atexit handlers (the kernel's) and gloo's shutdown
+        os._exit(0)  # skip the interpreter's shutdown: gloo's threads can abort it (PLATFORM.md)
+
+
+def _rank_context():
+    """The start method for ranks: never ``fork`` (see :func:`dlcourse.config.safe_mp_context`). With
+    ``forkserver`` the server imports :data:`RANK_PRELOAD` once when it starts (if another user of the server
+    started it first, each rank imports them itself: slower, still correct)."""
+    from .config import safe_mp_context
+
+    ctx = safe_mp_context()
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(list(RANK_PRELOAD))
+    return ctx
+
 
 def run_local(fn: Callable[..., Any], world_size: int = 2, *args: Any, timeout: float = 120.0,
               echo: bool = True) -> list[Any]:
-    """Call ``fn(rank, world_size, *args)`` on ``world_size`` processes forked from this one; return their results.
+    """Call ``fn(rank, world_size, *args)`` on ``world_size`` new local processes; return their results by rank.
 
     Each process joins a gloo process group (through a file store in a fresh temporary directory: no ports, so
     parallel runs never collide), so ``torch.distributed`` collectives work inside ``fn``. Results come back as a
     list indexed by rank (they must be picklable: tensors, numbers, lists, dicts). What a rank prints is shown
-    after the run, prefixed with its rank (``echo=True``). CPU only: never use CUDA inside ``fn``.
+    after the run, prefixed with its rank (``echo=True``).
 
-    Each rank computes with one torch thread, as DataLoader workers do: OpenMP's thread pool does not survive a
-    fork, and a forked process that starts several OpenMP threads after its parent used them can hang. (A launched
-    script has no such limit.) The first call imports ``torch._dynamo`` here (DDP and FSDP need it), so that the
-    forked ranks need not each import it.
+    The ranks are never forked from this process: a copy of a process that has used CUDA or autograd's threads
+    fails ("Unable to handle autograd's threading in combination with fork-based multiprocessing") or hangs. They
+    come from a fork server (:func:`dlcourse.config.safe_mp_context`; ``spawn`` on Windows), a small process
+    started fresh that has imported torch but never touched a GPU, so a rank starts in a fraction of a second
+    after the first call (which starts the server: a few seconds). ``fn`` and ``args`` travel by value with
+    cloudpickle, so functions and lambdas defined in a notebook work, together with the globals they use. The
+    ranks compute on the CPU: they see no GPU (``CUDA_VISIBLE_DEVICES`` is empty in them), and each uses this
+    process's torch threads divided by ``world_size`` (at least 1).
 
     If a rank raises, its exception is re-raised here with the rank's traceback attached (so an ``AssertionError``
     stays an ``AssertionError``), and the other ranks are stopped. Raises :class:`LaunchError` if a rank crashes
-    without an exception or the run exceeds ``timeout`` seconds. Needs the ``fork`` start method (Linux, macOS).
+    without an exception or the run exceeds ``timeout`` seconds. In a script (not a notebook), call it under
+    ``if __name__ == "__main__":``: each rank imports the script's main module, as with any non-fork start method.
     """
-    import multiprocessing as mp
     from multiprocessing.connection import wait
 
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, not {world_size}")
-    if "fork" not in mp.get_all_start_methods():
-        raise RuntimeError("run_local forks processes, which this platform cannot do; use launch() with a script")
-    # DDP and FSDP import torch._dynamo on first use (seconds); do it once here, not once in every forked rank
-    import torch._dynamo  # noqa: F401
-
-    ctx = mp.get_context("fork")
+    job = _cloudpickle().dumps((fn, args))
+    threads = max(1, torch.get_num_threads() // world_size)
+    ctx = _rank_context()
     results: dict[int, Any] = {}
     outputs: dict[int, str] = {}
     failures: dict[int, tuple[float, str, Any]] = {}  # rank -> (when, status, value)
     with tempfile.TemporaryDirectory(prefix="dlcourse-ranks-") as tmp:
         procs, conns = [], {}
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for rank in range(world_size):
-            receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(fn, rank, world_size, os.path.join(tmp, "store"), sender, args),
-                               daemon=True)
-            proc.start()
-            sender.close()
-            procs.append(proc)
-            conns[receiver] = rank
-        deadline = time.monotonic() + timeout
-        pending = dict(conns)
         try:
+            for rank in range(world_size):
+                receiver, sender = ctx.Pipe(duplex=False)
+                conns[receiver] = rank
+                proc = ctx.Process(target=_rank_main, daemon=True, args=(
+                    job, rank, world_size, os.path.join(tmp, "store"), sender, threads, timeout))
+                proc.start()
+                sender.close()
+                procs.append(proc)
+            deadline = time.monotonic() + timeout
+            pending = dict(conns)
             while pending:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -413,9 +481,9 @@ def run_local(fn: Callable[..., Any], world_size: int = 2, *args: Any, timeout: 
                         failures[rank] = (failed_at, status, value)
                 if failures:  # the other ranks usually fail next (their peer is gone): hear them, then stop
                     deadline = min(deadline, time.monotonic() + 1.0)
-        finally:
+        finally:  # also on KeyboardInterrupt (a notebook's stop button): leave no rank behind
             for proc in procs:
-                if failures or pending:
+                if len(results) < world_size:
                     proc.kill()
                 proc.join(timeout=5)
             for conn in conns:
@@ -425,32 +493,40 @@ def run_local(fn: Callable[..., Any], world_size: int = 2, *args: Any, timeout: 
             for line in outputs[rank].splitlines():
                 print(f"[rank {rank}] {line}")
     if failures:
-        rank = min(failures, key=lambda r: failures[r][0])  # the first to fail is the cause
-        _, status, value = failures[rank]
-        if status == "crash":
-            code = procs[rank].exitcode
-            why = f"exit code {code}"
-            if code is not None and code < 0:
-                why = f"killed by {signal.Signals(-code).name}"
-                if -code == signal.SIGABRT:
-                    why += ("; gloo aborts a rank when the ranks' tensors in a collective differ in size, "
-                            "see the kernel's or terminal's error output")
-            raise LaunchError(f"rank {rank} of {world_size} died without an exception ({why})",
-                              failed_rank=rank, returncode=code)
-        blob, text = value
-        exc = None
-        if blob is not None:
-            try:
-                exc = pickle.loads(blob)
-            except Exception:
-                exc = None
-        if isinstance(exc, BaseException):
-            raise exc from _RemoteTraceback(f"rank {rank} of {world_size} failed:\n{text}")
-        raise LaunchError(f"rank {rank} of {world_size} failed:\n{text}", failed_rank=rank,
-                          exception=_exception_name(text.splitlines()))
+        _raise_rank_failure(failures, procs, world_size)
     if len(results) < world_size:
         missing = sorted(set(range(world_size)) - set(results))
         raise LaunchError(f"ranks {missing} of {world_size} did not finish within {timeout:g} s and were stopped (a "
                           f"rank waiting in a collective that another rank never reaches is the usual cause)",
                           timed_out=True)
     return [results[rank] for rank in range(world_size)]
+
+
+def _raise_rank_failure(failures: dict[int, tuple[float, str, Any]], procs: list, world_size: int) -> None:
+    """Re-raise the first failing rank's exception (its traceback attached), or a :class:`LaunchError`."""
+    rank = min(failures, key=lambda r: failures[r][0])  # the first to fail is the cause
+    _, status, value = failures[rank]
+    if status == "crash":
+        code = procs[rank].exitcode
+        why = f"exit code {code}"
+        if code is not None and code < 0:
+            why = f"killed by {signal.Signals(-code).name}"
+            if -code == signal.SIGABRT:
+                why += ("; gloo aborts a rank when the ranks' tensors in a collective differ in size, "
+                        "see the kernel's or terminal's error output")
+        elif code == 1 and getattr(sys.modules["__main__"], "__file__", None):
+            why += ("; if this runs in a script, call run_local under `if __name__ == '__main__':` (each rank "
+                    "imports the script)")
+        raise LaunchError(f"rank {rank} of {world_size} died without an exception ({why})",
+                          failed_rank=rank, returncode=code)
+    blob, text = value
+    exc = None
+    if blob is not None:
+        try:
+            exc = pickle.loads(blob)
+        except Exception:
+            exc = None
+    if isinstance(exc, BaseException):
+        raise exc from _RemoteTraceback(f"rank {rank} of {world_size} failed:\n{text}")
+    raise LaunchError(f"rank {rank} of {world_size} failed:\n{text}", failed_rank=rank,
+                      exception=_exception_name(text.splitlines()))
