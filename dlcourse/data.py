@@ -331,19 +331,17 @@ def real_or_offline(cfg: Config, name: str, offline: Callable[[], Splits], **opt
     else ``offline()``. The only way notebooks reach a download: smoke and small scale never touch the network
     or the cache, so their results are the same on every machine.
 
-    At full scale the real dataset is downloaded into the cache if needed. With ``cfg.offline``
-    (``$DLCOURSE_OFFLINE=1``) nothing is downloaded: the real dataset is used if the cache already holds it,
-    ``offline()`` otherwise. ``options`` (e.g. ``n_train``) go to the real dataset's function with
-    ``cfg.seed``.
+    At full scale the real dataset comes from the cache, downloaded into it first if needed (a machine with no
+    network runs full scale from a filled cache). ``cfg.offline`` (``$DLCOURSE_OFFLINE=1``) keeps full scale on
+    ``offline()``. ``options`` (e.g. ``n_train``) go to the real dataset's function with ``cfg.seed``.
     """
-    loader, files = REAL_DATASETS[name]
+    loader, _ = REAL_DATASETS[name]
     if cfg.scale != "full":
         return offline()
-    if cfg.offline and not all(is_cached(f, name) for f in files):
+    if cfg.offline:
         splits = offline()
-        print(f"{OFFLINE_ENV} is set and {name} is not in the cache {data_dir() / name}: full scale uses the "
-              f"offline {splits.name or 'dataset'} instead")
+        print(f"{OFFLINE_ENV} is set: full scale uses the offline {splits.name or 'dataset'} instead of {name}")
         return splits
-    splits = loader(seed=cfg.seed, download=not cfg.offline, **options)
+    splits = loader(seed=cfg.seed, download=True, **options)
     print(f"full scale: {splits} from {data_dir() / name}")
     return splits

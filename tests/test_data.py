@@ -452,11 +452,9 @@ def test_full_scale_uses_the_real_dataset(fake_fashion, capsys):
     assert "Fashion-MNIST" in capsys.readouterr().out
 
 
-def test_full_scale_offline_uses_a_filled_cache_else_the_offline_data(fake_fashion, monkeypatch, capsys):
-    monkeypatch.setattr(data, "fetch", lambda *a, **k: pytest.fail("offline: no download"))
-    assert data.real_or_offline(_cfg("full", offline=True), "fashion-mnist", _offline, n_val=10).name == \
-        "Fashion-MNIST"
-    (fake_fashion / "train-images-idx3-ubyte.gz").write_bytes(b"half a file")
+def test_full_scale_offline_keeps_the_offline_data(fake_fashion, monkeypatch, capsys):
+    for name in ("fetch", "is_cached", "_local_files"):
+        monkeypatch.setattr(data, name, lambda *a, **k: pytest.fail("offline: no download, no cache"))
     assert data.real_or_offline(_cfg("full", offline=True), "fashion-mnist", _offline).name == "shapes"
     assert "DLCOURSE_OFFLINE" in capsys.readouterr().out
 
