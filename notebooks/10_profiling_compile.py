@@ -18,20 +18,25 @@
 # **Learning goals**
 # - Explain why a plain `time.time()` loop misleads (first-call costs, asynchronous GPU work), write a timing
 #   harness with warm-up and synchronisation, and check it against `torch.utils.benchmark`.
-# - Profile a training step with `torch.profiler`: read `key_averages` tables (self versus total time), label
-#   code regions with `record_function`, and write a trace you can open in a browser.
+# - Profile a training step with `torch.profiler`: read `key_averages` tables (self versus total time, CPU
+#   versus device time), label code regions with `record_function`, and write a trace you can open in a
+#   browser; on a GPU, read from the kernel names whether a float32 product ran in TF32.
 # - Find a data-loading bottleneck with the profiler and a simple timer, and fix it by precomputing or batching
 #   the transform; measure what `DataLoader` workers do on your machine.
-# - Recognise hidden CPU–GPU synchronisations such as `.item()` in the loop, count them, and remove them.
-# - Measure `torch.compile`: compile time, speed-up for inference and for a training step, graph breaks.
+# - Recognise hidden CPU–GPU synchronisations such as `.item()` in the loop, count them, and remove them;
+#   compare two GPU runs exactly with deterministic algorithms.
+# - Measure `torch.compile`: compile time, speed-up for inference and for a training step (a transformer in
+#   mixed precision at `full` scale), graph breaks.
 # - Measure convolutions in the `channels_last` memory format against the default.
 #
 # **Prerequisites:** notebook 01 (training loop), notebook 03 (convolutions, `SmallCNN`, memory formats) and
-# notebook 05 (`Dataset`, `DataLoader`, transforms).
+# notebook 05 (`Dataset`, `DataLoader`, transforms, `dlcourse.data.Augmented`); notebook 07 (mixed precision,
+# TF32).
 #
 # **Time:** well under a minute at `smoke` (most of it is `torch.compile` compiling one small model); a few
-# minutes at `small` on a laptop CPU; at `full` the same measurements on a GPU with larger models and batches.
-# The last cell prints how long this run took on your machine.
+# minutes at `small` on a laptop CPU; at `full`, on a GPU, one to three minutes, most of it compiling a
+# transformer (longer when other programs compete for the CPU cores, since compiling runs there). The last cell
+# prints how long this run took on your machine.
 #
 # **A word on the numbers.** Every time below is measured while the notebook runs, so it changes from run to
 # run and from machine to machine, and more so on a busy machine. Compare numbers from the same run only, and
@@ -59,7 +64,7 @@ import torch.utils.benchmark as benchmark
 from torch import nn
 from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile, record_function
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2
 
 import dlcourse
@@ -70,6 +75,12 @@ device = cfg.device
 t_start = time.perf_counter()
 run_dir = Path("runs") / "10_profiling"                 # traces go here (relative to the notebook's folder)
 run_dir.mkdir(parents=True, exist_ok=True)
+
+
+# On a GPU, "float32" can mean TF32 inside matmuls or convolutions (notebook 07, section 6): every float32 timing
+# below says how the two switches were set. PyTorch's defaults: matmuls off, cuDNN convolutions on.
+float32_mode = (f"float32 with {dlcourse.config.tf32_status()}" if device.type == "cuda"
+                else "float32, no TF32 on a CPU")
 
 
 def sync(device: torch.device = device) -> None:
@@ -126,7 +137,8 @@ for _ in range(5):
     sync()
     first_calls.append(1000 * (time.perf_counter() - start))
 print_table(["call", "ms"], [[i + 1, t] for i, t in enumerate(first_calls)],
-            f"SmallCNN(width={width}) forward, batch {batch_size}, on {device}: the first five calls")
+            f"SmallCNN(width={width}) forward, batch {batch_size}, on {device} ({float32_mode}): the first five "
+            "calls")
 
 # %% [markdown]
 # The first call is usually the slowest; how much depends on the machine and the library. Now the timing
@@ -202,7 +214,8 @@ print_table(["method", "ms per call", "spread"],
              ["time_it: median after warm-up", 1000 * statistics.median(harness),
               f"min {1000 * min(harness):.3g}, max {1000 * max(harness):.3g}"],
              ["benchmark.Timer.blocked_autorange: median", 1000 * timer.median, f"IQR {1000 * timer.iqr:.3g}"]],
-            f"SmallCNN(width={width}) forward, batch {batch_size}, {torch.get_num_threads()} thread(s), {device}")
+            f"SmallCNN(width={width}) forward, batch {batch_size}, {torch.get_num_threads()} thread(s), {device} "
+            f"({float32_mode})")
 assert len(harness) == cfg.pick(smoke=10, small=20, full=50) and all(t > 0 for t in harness)
 
 # %% [markdown]
@@ -263,8 +276,11 @@ with profile(activities=activities, schedule=torch.profiler.schedule(wait=wait, 
             optimizer.step()
         prof.step()
 
-sort_key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-print(prof.key_averages().table(sort_by=sort_key, row_limit=12))
+# where the work runs: the device's own clock on a GPU, the CPU's otherwise
+time_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+time_name = "self device" if device.type == "cuda" else "self CPU"
+print(f"SmallCNN(width={width}) training steps on {device} ({float32_mode}), sorted by {time_key}")
+print(prof.key_averages().table(sort_by=time_key, row_limit=12))
 
 # %% [markdown]
 # How to read it:
@@ -272,19 +288,25 @@ print(prof.key_averages().table(sort_by=sort_key, row_limit=12))
 #   labelled region like `forward` has a large total and a small self time, because the work happens in the
 #   `aten::` operators inside it. Sort by self time to find the operators that cost the most.
 # - `# of Calls` counts calls over the recorded (`active`) steps only.
-# - On a GPU, add `ProfilerActivity.CUDA` (done above when a GPU is present) and sort by `self_cuda_time_total`:
-#   the CPU columns then show the cost of *launching* kernels, the CUDA columns the time the GPU ran them.
+# - On a GPU, with `ProfilerActivity.CUDA` (added above when a GPU is present), the table gains **Self CUDA**
+#   and **CUDA total** columns, and rows for the kernels themselves (names such as `void cudnn::...` or
+#   `sm90_xmma_gemm_...`). The cell sorts by `self_device_time_total`, the time the GPU spent in each
+#   operator's own kernels. The CPU columns then show the cost of *launching* those kernels, which the CPU
+#   does ahead of the GPU; the device columns are what the GPU ran. (`self_cuda_time_total`, the older name,
+#   is deprecated.)
 #
-# The same numbers are available as objects, so code can act on them. The operators with the largest self time:
+# The same numbers are available as objects, so code can act on them. The operators with the largest self time,
+# on the clock where their work runs:
 
 # %%
 events = prof.key_averages()
-ops = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: e.self_cpu_time_total,
+ops = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: getattr(e, time_key),
              reverse=True)
-total_self = sum(e.self_cpu_time_total for e in events)
-print_table(["operator", "calls", "self CPU ms", "% of self CPU"],
-            [[e.key, e.count, e.self_cpu_time_total / 1000, f"{100 * e.self_cpu_time_total / total_self:.1f}"]
+total_self = sum(getattr(e, time_key) for e in ops)     # operators only: labels and kernels would count twice
+print_table(["operator", "calls", f"{time_name} ms", f"% of operators' {time_name}"],
+            [[e.key, e.count, getattr(e, time_key) / 1000, f"{100 * getattr(e, time_key) / total_self:.1f}"]
              for e in ops[:6]], f"top operators over {active} training steps")
+assert total_self > 0, f"the profiler recorded {time_name} time"
 labels = {e.key: e for e in events}
 assert labels["forward"].count == active and labels["optimizer_step"].count == active
 conv2d = labels["aten::conv2d"]
@@ -296,9 +318,9 @@ assert conv2d.count == 3 * active, "SmallCNN has three convolutions per forward 
 
 # %%
 conv_rows = [e for e in prof.key_averages(group_by_input_shape=True) if "convolution" in e.key]
-conv_rows.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-print_table(["operator", "input shapes (first two)", "calls", "self CPU ms"],
-            [[e.key, str(e.input_shapes[:2]), e.count, e.self_cpu_time_total / 1000] for e in conv_rows[:6]])
+conv_rows.sort(key=lambda e: getattr(e, time_key), reverse=True)
+print_table(["operator", "input shapes (first two)", "calls", f"{time_name} ms"],
+            [[e.key, str(e.input_shapes[:2]), e.count, getattr(e, time_key) / 1000] for e in conv_rows[:6]])
 assert conv_rows, "the profiler recorded convolutions with their shapes"
 
 # %% [markdown]
@@ -325,11 +347,62 @@ print(f"wrote {trace_path.resolve()} ({trace_path.stat().st_size / 1e6:.2f} MB, 
 assert {"forward", "backward", "optimizer_step"} <= names
 
 # %% [markdown]
+# ### What "float32" ran as: TF32 in the profiler
+# On NVIDIA GPUs from Ampere on, a float32 matrix product may run on the tensor cores in TF32 (notebook 07,
+# section 6: inputs rounded to 10 mantissa bits, several times faster). PyTorch's defaults: off for matmuls
+# (`torch.get_float32_matmul_precision()` is `"highest"`), on for cuDNN convolutions
+# (`torch.backends.cudnn.allow_tf32`), so the SmallCNN above already ran its convolutions in TF32 on such a GPU.
+# The profiler shows which kernels actually ran: time one large float32 product with TF32 off and on
+# (`torch.set_float32_matmul_precision("high")`, the same switch as `torch.backends.cuda.matmul.allow_tf32 =
+# True`), and a bfloat16 one, and read the name of the kernel that did the work. The defaults are restored
+# afterwards. A CPU has no TF32: there the cell only says so.
+
+# %%
+saved_precision = torch.get_float32_matmul_precision()
+if device.type == "cuda":
+    n_mm = cfg.pick(smoke=1024, small=2048, full=4096)
+    A_mm = torch.randn(n_mm, n_mm, device=device)                              # (n, n) float32
+    B_mm = torch.randn(n_mm, n_mm, device=device)
+    mm_rows = []
+    try:
+        for name, dtype, precision in [("float32, TF32 off", torch.float32, "highest"),
+                                       ("float32, TF32 on", torch.float32, "high"),
+                                       ("bfloat16", torch.bfloat16, "highest")]:
+            torch.set_float32_matmul_precision(precision)
+            a, b = A_mm.to(dtype), B_mm.to(dtype)
+            ms = 1000 * statistics.median(time_it(lambda: a @ b, warmup=2, repeats=10))
+            with profile(activities=activities) as mm_prof:
+                a @ b
+                sync()
+            kernels = [e for e in mm_prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+            top = max(kernels, key=lambda e: e.self_device_time_total)
+            mm_rows.append([name, dlcourse.config.tf32_status().split(",")[0], ms, 2 * n_mm**3 / ms / 1e9,
+                            top.key[:70]])
+            assert top.self_device_time_total > 0, "the profiler timed the kernel on the GPU"
+    finally:
+        torch.set_float32_matmul_precision(saved_precision)                  # PyTorch's default again
+    print_table(["product", "switch", "ms", "TFLOP/s", "kernel that did the work"], mm_rows,
+                f"({n_mm} x {n_mm}) @ ({n_mm} x {n_mm}) on {torch.cuda.get_device_name(device)}")
+else:
+    print(f"skipped on {device}: TF32 exists only on NVIDIA GPUs (Ampere and newer). The switches are still "
+          f"there: {dlcourse.config.tf32_status()}, precision {saved_precision!r}.")
+assert torch.get_float32_matmul_precision() == saved_precision
+
+# %% [markdown]
+# On a GPU with TF32 the kernel names usually say it (for example `tf32` or `1688`/`tensorop` in the name,
+# against `sgemm` or `f32f32` for plain float32), and the TF32 row reaches several times the float32 row's
+# TFLOP/s: the tensor cores at work. bfloat16 is faster again. On a GPU without TF32 (before Ampere, such as
+# Colab's T4) the first two rows are the same kernel. So when you report a float32 time from a GPU, say how
+# the two TF32 switches were set.
+
+# %% [markdown]
 # ## 3. Finding a data-loading bottleneck
 # A GPU can only train as fast as the loader feeds it. A common way to starve it: preprocessing written per image
 # in `Dataset.__getitem__`. Here images are stored as `uint8`, as decoded image files would be, and each item is
-# converted to float, blurred and normalised on its own. The model is deliberately small, so its step is short,
-# as it would be on a GPU.
+# converted to float, blurred and normalised on its own, by notebook 05's `dlcourse.data.Augmented(base,
+# transform)`, which applies `transform` to each item's image as it is read. (It lives in the package rather
+# than in a notebook so that `DataLoader` workers can import it; more on that below.) The model is deliberately
+# small, so its step is short, as it would be on a GPU.
 
 # %%
 n_items = cfg.pick(smoke=512, small=1024, full=8192)
@@ -340,19 +413,7 @@ preprocess = v2.Compose([
     v2.GaussianBlur(kernel_size=5, sigma=1.0),
     v2.Normalize(mean=[0.3, 0.3, 0.3], std=[0.3, 0.3, 0.3]),
 ])
-
-
-class PreprocessPerItem(Dataset):
-    """(image, label) pairs whose image goes through ``transform`` one at a time, in ``__getitem__``."""
-
-    def __init__(self, images: torch.Tensor, y: torch.Tensor, transform) -> None:
-        self.images, self.y, self.transform = images, y, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return self.transform(self.images[i]), self.y[i]                  # (3, 32, 32) float, label
+per_item = dlcourse.data.Augmented(TensorDataset(images_uint8, labels_all), preprocess)  # item: (3, 32, 32) float
 
 
 def fresh_model() -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -386,7 +447,6 @@ def timed_epoch(loader, batch_transform=None) -> dict:
     return {"data": data_s, "step": step_s, "total": data_s + step_s}
 
 
-per_item = PreprocessPerItem(images_uint8, labels_all, preprocess)
 slow_loader = DataLoader(per_item, batch_size=64, shuffle=True)
 slow = timed_epoch(slow_loader)
 print_table(["part", "seconds", "% of epoch"],
@@ -414,7 +474,7 @@ step_row = next(e for e in data_events if e.key == "train_step")
 print_table(["region", "calls", "CPU total s"],
             [[loader_row.key[:60], loader_row.count, loader_row.cpu_time_total / 1e6],
              ["train_step", step_row.count, step_row.cpu_time_total / 1e6]])
-print(data_events.table(sort_by="self_cpu_time_total", row_limit=6))
+print(data_events.table(sort_by="self_cpu_time_total", row_limit=6))   # loading is CPU work: the CPU's clock
 assert loader_row.count == step_row.count == n_batches_profiled
 
 # %% [markdown]
@@ -428,7 +488,11 @@ assert loader_row.count == step_row.count == n_batches_profiled
 #   e.g. a random flip as `torch.where(flip_mask[:, None, None, None], X.flip(-1), X)`).
 # - **Workers** (`num_workers=2`): the per-item work runs in two other processes while the main process trains.
 #   They can only help if there are idle cores; on a 2-core machine the workers and the training compete for the
-#   same two cores, and each worker costs start-up time every epoch.
+#   same two cores, and each worker costs start-up time every epoch. How the workers start matters on a GPU:
+#   `fork` copies this process, and a copy of a process that has used CUDA can hang or fail. So the loader
+#   gets `multiprocessing_context=dlcourse.data.worker_context()`, a fork *server* (a clean process started
+#   once, which never touches CUDA, forks the workers; `spawn` where there is none). Those workers receive the
+#   dataset pickled, which is why its class must be importable from a module (notebook 05).
 #
 # First, check that the fixes produce the same images as the per-item version:
 
@@ -441,7 +505,6 @@ assert torch.allclose(preprocess(images_uint8[:8].to(device)).cpu(), per_item_fi
 start = time.perf_counter()
 preprocess(images_uint8)
 precompute_s = time.perf_counter() - start
-fork_ok = sys.platform.startswith("linux") or multiprocessing.get_start_method(allow_none=True) == "fork"
 
 variants = [("per item in __getitem__", slow)]
 variants.append(("precomputed once (plain tensors)",
@@ -449,24 +512,21 @@ variants.append(("precomputed once (plain tensors)",
 variants.append(("batched, on the device",
                  timed_epoch(DataLoader(TensorDataset(images_uint8, labels_all), batch_size=64, shuffle=True),
                              batch_transform=preprocess)))
-if fork_ok:
-    variants.append(("per item, num_workers=2",
-                     timed_epoch(DataLoader(per_item, batch_size=64, shuffle=True, num_workers=2,
-                                            multiprocessing_context="fork" if sys.platform.startswith("linux")
-                                            else None))))
-else:
-    print(f"workers skipped: start method {multiprocessing.get_start_method()!r} cannot pickle a Dataset class "
-          "defined in a notebook (see notebook 05)")
+worker_context = dlcourse.data.worker_context()                            # never fork after CUDA
+variants.append((f"per item, num_workers=2 ({worker_context.get_start_method()})",
+                 timed_epoch(DataLoader(per_item, batch_size=64, shuffle=True, num_workers=2,
+                                        multiprocessing_context=worker_context))))
 print_table(["loader", "data s", "step s", "epoch s", "speed-up"],
             [[name, r["data"], r["step"], r["total"], f"{slow['total'] / r['total']:.2f}x"] for name, r in variants],
-            f"one epoch of {n_items} images on {device}, {multiprocessing.cpu_count()} CPU cores; "
-            f"precomputing took {precompute_s:.3f} s once")
+            f"one epoch of {n_items} images on {device} ({float32_mode}), {multiprocessing.cpu_count()} CPU "
+            f"cores; precomputing took {precompute_s:.3f} s once")
 
 # %% [markdown]
 # Read the "data" column: per-item preprocessing pays Python and dispatch overhead for every single image,
 # while the batched versions pay it once per batch. The training step ("step") is the same in every row, up to
 # noise. The workers row depends on free cores: on 2 busy cores it can even be slower than no workers (each
-# worker also costs its start-up every epoch); on an 8-core laptop it moves the data time off the main process.
+# worker also costs its start-up every epoch, and the first epoch starts the fork server); on an 8-core laptop
+# it moves the data time off the main process.
 # On a GPU the step column shrinks by an order of magnitude or more while the per-item data time stays the same,
 # so the loader becomes the whole story: this is the first thing to check when a GPU sits below full use.
 #
@@ -480,6 +540,19 @@ print_table(["loader", "data s", "step s", "epoch s", "speed-up"],
 # The cure is to keep running totals on the device and read them once per epoch (`dlcourse.fit` does this).
 # Both loops below make the same updates; the profiler counts the device-to-host reads as
 # `aten::_local_scalar_dense`.
+#
+# Since they make the same updates, their mean losses must agree, up to how the sum is added up (in float64 in
+# Python, in float32 on the device: differences around 1e-7). On a GPU that needs one precaution. For some
+# convolution shapes, cuDNN's fastest algorithms add partial results with atomic operations, in whatever order
+# the GPU's threads finish; floating-point addition is not associative, so two runs of the *same* loop can
+# differ in the last bits, and a hundred SGD steps with momentum amplify those bits. So the comparison runs
+# with `torch.backends.cudnn.deterministic = True`: cuDNN then uses only algorithms that give the same bits
+# every time (the switch acts at once; it is restored afterwards). The rest of this CNN is deterministic on a
+# GPU anyway: matrix products on one stream, max-pooling, the global average pool (computed as a mean), the
+# loss. The broader switch, `torch.use_deterministic_algorithms(True)`, also makes PyTorch raise an error for
+# operations that have no deterministic version, but for matrix products it needs the environment variable
+# `CUBLAS_WORKSPACE_CONFIG=:4096:8` set before CUDA is first used: too late in a notebook that already ran on
+# the GPU. On a CPU every operation here is deterministic, and the switch changes nothing.
 
 # %%
 sync_batches = list(zip(precomputed.to(device).split(64), labels_all.to(device).split(64)))  # fixed batches
@@ -508,15 +581,28 @@ def epoch_item_once(small_model, small_optimizer) -> float:
     return total.item() / n_examples      # one synchronisation per epoch
 
 
-rows, mean_losses = [], []
-for name, epoch_fn in [(".item() every step", epoch_item_every_step), ("sum on device, .item() once", epoch_item_once)]:
-    with profile(activities=activities) as sync_prof:
-        mean_losses.append(epoch_fn(*fresh_model()))
-    reads = sum(e.count for e in sync_prof.key_averages() if e.key == "aten::_local_scalar_dense")
+loops = [(".item() every step", epoch_item_every_step), ("sum on device, .item() once", epoch_item_once)]
+if device.type == "cuda":   # the same loop twice, with cuDNN's default (possibly non-deterministic) algorithms
+    run_to_run = abs(epoch_item_once(*fresh_model()) - epoch_item_once(*fresh_model()))
+    print(f"one loop run twice, cuDNN's default algorithms: mean losses differ by {run_to_run:.1e}")
+deterministic_before = torch.backends.cudnn.deterministic
+torch.backends.cudnn.deterministic = True          # same bits every run, for the exact comparison
+try:
+    reads, mean_losses = [], []
+    for name, epoch_fn in loops:
+        with profile(activities=activities) as sync_prof:
+            mean_losses.append(epoch_fn(*fresh_model()))
+        reads.append(sum(e.count for e in sync_prof.key_averages() if e.key == "aten::_local_scalar_dense"))
+finally:
+    torch.backends.cudnn.deterministic = deterministic_before
+rows = []
+for (name, epoch_fn), n_reads in zip(loops, reads):
     seconds = time_it(lambda: epoch_fn(*fresh_model()), warmup=1, repeats=cfg.pick(smoke=3, small=3, full=5))
-    rows.append([name, reads, 1000 * min(seconds), 1000 * statistics.median(seconds)])
+    rows.append([name, n_reads, 1000 * min(seconds), 1000 * statistics.median(seconds)])
 print_table(["loop", "device->host reads", "best ms/epoch", "median ms/epoch"], rows,
-            f"{len(sync_batches)} steps per epoch on {device}")
+            f"{len(sync_batches)} steps per epoch on {device} ({float32_mode})")
+print(f"mean losses (deterministic algorithms): {mean_losses[0]:.7f} and {mean_losses[1]:.7f}, "
+      f"difference {abs(mean_losses[0] - mean_losses[1]):.1e}")
 assert rows[0][1] == len(sync_batches) and rows[1][1] == 1
 assert abs(mean_losses[0] - mean_losses[1]) < 1e-4, "both loops train identically"
 
@@ -557,7 +643,10 @@ else:
 # (the backward pass is compiled too).
 #
 # Compiling is slow, so this section compiles one model: at `smoke` a small MLP sized for the 8×8 digits, at
-# `small` and `full` a `SmallCNN` for 32×32 images. Inputs are random: only the time matters here.
+# `small` a `SmallCNN` for 32×32 images, both in float32, and at `full` the course's GPT transformer
+# (`dlcourse.models.GPT`, d_model 768, 4096 tokens per step) under the mixed-precision autocast of notebook 07
+# (`dlcourse.config.amp_dtype`: bfloat16 on a recent GPU), which is how a transformer is trained on a GPU.
+# Inputs are random: only the time matters here.
 #
 # The first compilation in a fresh Python environment also checks the C++ compiler and the CPU's vector
 # instructions. The results of that check, and the compiled code, are cached on disk (in
@@ -565,39 +654,56 @@ else:
 # compiles faster.
 
 # %%
-compile_batch = cfg.pick(smoke=256, small=64, full=256)
-
-
 def mlp_case():
-    return dlcourse.models.mlp(64, [256], 10), (1, 8, 8), "MLP 64-256-10"       # (B, 1, 8, 8) -> (B, 10)
+    X = torch.rand(256, 1, 8, 8)                                                   # (B, 1, 8, 8) -> (B, 10)
+    return dlcourse.models.mlp(64, [256], 10), X, torch.randint(0, 10, (256,)), "MLP 64-256-10"
 
 
-def cnn_case(width: int):
-    return SmallCNN(width=width), (3, 32, 32), f"SmallCNN(width={width})"       # (B, 3, 32, 32) -> (B, 6)
+def cnn_case():
+    X = torch.rand(64, 3, 32, 32)                                                  # (B, 3, 32, 32) -> (B, 6)
+    return SmallCNN(width=16), X, torch.randint(0, 6, (64,)), "SmallCNN(width=16)"
+
+
+def gpt_case():
+    vocab, batch, seq_len = 128, 16, 256                                           # (B, T) -> (B*T, vocab)
+    gpt = dlcourse.models.GPT(vocab, seq_len, d_model=768, num_heads=12, num_layers=2)
+    tokens = torch.randint(0, vocab, (batch, seq_len))
+    return (nn.Sequential(gpt, nn.Flatten(0, 1)), tokens, torch.randint(0, vocab, (batch * seq_len,)),
+            f"GPT(d_model=768, 2 layers), {batch} x {seq_len} tokens")
 
 
 torch.manual_seed(cfg.seed)
-compile_model, input_shape, model_name = cfg.pick(smoke=mlp_case, small=lambda: cnn_case(16),
-                                                  full=lambda: cnn_case(64))()
-compile_model = compile_model.to(device)
-X_compile = torch.rand(compile_batch, *input_shape, device=device)
-y_compile = torch.randint(0, 6, (compile_batch,), device=device)
-# On a GPU, float32 matrix products and convolutions may use TF32 (about 3 decimal digits) by default.
-agree_atol = 5e-3 if device.type == "cuda" else 1e-4
+compile_model, X_compile, y_compile, model_name = cfg.pick(smoke=mlp_case, small=cnn_case, full=gpt_case)()
+compile_model, X_compile, y_compile = compile_model.to(device), X_compile.to(device), y_compile.to(device)
+compute_dtype = cfg.pick(smoke=torch.float32, small=torch.float32, full=dlcourse.config.amp_dtype(device))
+autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
+compile_scaler = torch.amp.GradScaler(device.type, enabled=compute_dtype == torch.float16)   # T4: float16
+precision = (str(compute_dtype).replace("torch.", "") + " autocast" if compute_dtype != torch.float32
+             else float32_mode)
+# How close compiled and eager outputs must be: the compiled code fuses operations and may add up in another
+# order. float32 on a CPU: rounding only. On a GPU, convolutions may run in TF32 (10 mantissa bits). In 16-bit
+# autocast, eager rounds every intermediate result to 16 bits while fused code keeps it in float32 registers.
+agree_rtol = 5e-2 if compute_dtype != torch.float32 else (5e-3 if device.type == "cuda" else 1e-4)
 compile_optimizer = torch.optim.SGD(compile_model.parameters(), lr=0.01)
 min_run_time = cfg.pick(smoke=0.3, small=0.5, full=2.0)
 
 
 def infer(m: nn.Module) -> torch.Tensor:
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         return m(X_compile)
 
 
 def train_step(m: nn.Module) -> None:
-    loss = F.cross_entropy(m(X_compile), y_compile)
+    with autocast:
+        loss = F.cross_entropy(m(X_compile), y_compile)
     compile_optimizer.zero_grad()
-    loss.backward()
-    compile_optimizer.step()
+    compile_scaler.scale(loss).backward()
+    compile_scaler.step(compile_optimizer)
+    compile_scaler.update()
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 def median_ms(fn) -> float:
@@ -619,7 +725,9 @@ torch._dynamo.reset()                                    # start from nothing co
 compiled = torch.compile(compile_model)                  # returns at once: compiling happens on the first call
 compile_model.eval()
 compile_s = {"inference": first_call_s(lambda: infer(compiled))}
-assert torch.allclose(infer(compiled), infer(compile_model), atol=agree_atol), "compiled and eager must agree"
+agreement = relative_difference(infer(compiled), infer(compile_model))
+print(f"compiled against eager outputs: relative difference {agreement:.1e} (allowed {agree_rtol:g})")
+assert agreement < agree_rtol, "compiled and eager must agree"
 eager_ms = {"inference": median_ms(lambda: infer(compile_model))}
 compiled_ms = {"inference": median_ms(lambda: infer(compiled))}
 
@@ -642,7 +750,7 @@ for workload in ("inference", "training step"):
                  f"{eager_ms[workload] / compiled_ms[workload]:.2f}x", compile_s[workload][0],
                  compile_s[workload][1], payback])
 print_table(["workload", "eager ms", "compiled ms", "speed-up", "first call s", "code from", "calls to pay back"],
-            rows, f"{model_name}, batch {compile_batch}, {device}, {torch.get_num_threads()} thread(s)")
+            rows, f"{model_name}, {precision}, {device}, {torch.get_num_threads()} thread(s)")
 print(f"\nthe inference graph again after torch._dynamo.reset(): {recompile_s[0]:.2f} s ({recompile_s[1]}); "
       f"first time: {compile_s['inference'][0]:.2f} s ({compile_s['inference'][1]})")
 
@@ -653,11 +761,14 @@ print(f"\nthe inference graph again after torch._dynamo.reset(): {recompile_s[0]
 # loaded it from the disk cache left by an earlier run: run the notebook twice and the first-call time drops.
 # On a CPU, expect little or nothing for a small MLP (its time is in the matrix products, which eager PyTorch
 # already hands to an optimised library, and there is little to fuse), and a modest gain, if any, for a CNN; a
-# training step can even be slower. On a GPU, compiled training of
-# convolutional and transformer models is often noticeably faster, mostly because many small element-wise
-# operations (normalisation, activations, residual additions) are fused into few kernels, saving memory traffic
-# and kernel launches. Long training runs amortise the compile time; short experiments, notebooks and tests
-# usually do not.
+# training step can even be slower. On a GPU, the transformer's matrix products run on the tensor cores either
+# way (compiling does not make them faster); what compiling removes is everything around them. Eager PyTorch
+# runs each element-wise operation (LayerNorm, GELU, residual additions, the casts autocast inserts, the
+# optimizer's updates) as its own kernel, reading and writing its whole tensor from GPU memory, and the CPU pays
+# Python and dispatch costs to launch each one; Inductor fuses chains of them into single Triton kernels. Expect
+# the compiled training step to be clearly faster at `full` scale, by how much depends on the GPU, and a first
+# call of tens of seconds (more when many notebooks compile at once). Long training runs amortise the compile
+# time; short experiments, notebooks and tests usually do not.
 #
 # ### Graph breaks
 # TorchDynamo can only capture code it understands as tensor operations. Anything that needs a concrete value
@@ -721,24 +832,30 @@ for dtype in (torch.float32, torch.bfloat16):
     nchw, nhwc = times[torch.contiguous_format], times[torch.channels_last]
     rows.append([str(dtype).replace("torch.", ""), nchw, nhwc, f"{nchw / nhwc:.2f}x"])
 print_table(["dtype", "NCHW ms", "NHWC (channels_last) ms", "NHWC speed-up"], rows,
-            f"Conv2d({conv_channels}, {conv_channels}, 3) on ({conv_batch}, {conv_channels}, 32, 32), {device}")
+            f"Conv2d({conv_channels}, {conv_channels}, 3) on ({conv_batch}, {conv_channels}, 32, 32), {device}; "
+            f"float32 rows: {float32_mode}")
 
 # %% [markdown]
 # On a CPU either format can win, and the answer can change between float32 and bfloat16 and with the layer's
 # size: measure on your own machine and layer sizes. On recent NVIDIA GPUs, float16 and bfloat16 convolutions run
 # on tensor cores whose kernels want NHWC data; in the default format the library converts layouts around every
 # convolution, so `channels_last` (for the model *and* the inputs) usually speeds up mixed-precision CNN training
-# there. Combine it with `torch.compile` and the compiler can fuse the remaining layout changes away.
+# there. Combine it with `torch.compile` and the compiler can fuse the remaining layout changes away. The float32
+# rows on such a GPU ran in TF32 (cuDNN's default, printed in the title), which is why they are not far behind.
 #
 # ## Summary
 # - Time with warm-up, synchronisation (on a GPU), a monotonic clock and repeats; report a median or minimum.
 #   `torch.utils.benchmark.Timer(...).blocked_autorange()` does all of that; give it `num_threads`.
 # - `torch.profiler` with a `schedule` and `record_function` labels shows where a step spends its time:
-#   sort `key_averages()` by self time to find the costly operators, export a trace to see the time line.
+#   sort `key_averages()` by self time (`self_device_time_total` for GPU work, `self_cpu_time_total` for CPU
+#   work) to find the costly operators, export a trace to see the time line.
+# - On a GPU, "float32" may be TF32 inside matmuls (off by default) and convolutions (on by default): the
+#   profiler's kernel names show which ran; say how the switches were set when you report a float32 time.
 # - A slow loader shows up as time in `enumerate(DataLoader)...__next__`. Precompute deterministic
 #   preprocessing, batch the rest on the device; workers help only with idle cores.
 # - Every device-to-host read (`.item()`, `print(loss)`, `if loss < ...`) synchronises; keep running sums on the
-#   device and read them once. The profiler counts them as `aten::_local_scalar_dense`.
+#   device and read them once. The profiler counts them as `aten::_local_scalar_dense`. Comparing two GPU runs
+#   exactly needs deterministic algorithms (`torch.backends.cudnn.deterministic`).
 # - `torch.compile` costs seconds to minutes up front; whether it pays back depends on model, device and run
 #   length: measure both. Graph breaks (for example `.item()` inside `forward`) limit what it can do.
 # - `channels_last` is a layout choice; measure it, and expect it to matter most for low-precision convolutions

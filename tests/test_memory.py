@@ -164,7 +164,11 @@ def test_peak_memory_training_step_cpu():
     assert second["net_bytes"] == 58 * 4  # only the new gradients remain; Adam's state already existed
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_peak_memory_cuda():
     def alloc() -> None:
         a = torch.ones(1 << 20, device="cuda")
@@ -173,6 +177,47 @@ def test_peak_memory_cuda():
     result = peak_memory(alloc, "cuda")
     assert result["method"] == "torch.cuda.max_memory_allocated"
     assert result["peak_bytes"] >= 4 << 20 and result["net_bytes"] == 0
+    assert result["peak_reserved_bytes"] >= result["peak_bytes"]   # what the caching allocator holds
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_allocator_hands_out_whole_512_byte_blocks():
+    """The rounding notebook 08 shows: memory_allocated grows in multiples of 512 bytes, never less than asked."""
+    torch.cuda.synchronize()
+    for numel in (1, 128, 129, 1000, 250_000):
+        before = torch.cuda.memory_allocated()
+        t = torch.empty(numel, device="cuda")
+        grew = torch.cuda.memory_allocated() - before
+        del t
+        assert grew >= 4 * numel and grew % 512 == 0, (numel, grew)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_peak_memory_training_step_cuda():
+    """On CUDA the measured step obeys notebook 08's bounds: at least parameters' state plus activations, and the
+    net growth of a first Adam step is its gradients and state, each tensor rounded up to 512-byte blocks."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10)).cuda()
+    X, y = torch.randn(1024, 256, device="cuda"), torch.randint(0, 10, (1024,), device="cuda")
+    warm = copy.deepcopy(model)                      # a throwaway step creates cuBLAS's lasting workspaces first
+    F.cross_entropy(warm(X), y).backward()
+    torch.optim.Adam(warm.parameters()).step()
+    del warm
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def step() -> None:
+        F.cross_entropy(model(X), y).backward()
+        optimizer.step()
+
+    result = peak_memory(step, "cuda")
+    sizes = [p.numel() * 4 for p in model.parameters()]
+    exact = 3 * sum(sizes)                           # gradients, exp_avg, exp_avg_sq (Adam's steps stay on the CPU)
+    rounded = 3 * sum(-(-n // 512) * 512 for n in sizes)
+    assert exact <= result["net_bytes"] <= rounded + 3 * 512 * len(sizes)
+    activations = saved_tensor_bytes(lambda: F.cross_entropy(model(X), y), exclude=[*model.parameters(), X])
+    assert result["peak_bytes"] >= activations
 
 
 def test_format_bytes():

@@ -1,11 +1,13 @@
 """Notebook 07's from-scratch code checked against PyTorch: float-format limits from the bit layout against
-``torch.finfo`` (and by experiment), and the dynamic loss scaler against ``torch.amp.GradScaler`` step for step.
+``torch.finfo`` (and by experiment), the dynamic loss scaler against ``torch.amp.GradScaler`` step for step, and
+TF32: the rounding the notebook emulates, the switches it flips, and (on a GPU) the real thing.
 
-Notebooks are not importable, so compact copies of the notebook's ``format_limits`` and ``DynamicLossScaler``
-live here; keep them in step with notebooks/07_mixed_precision.py.
+Notebooks are not importable, so compact copies of the notebook's ``format_limits``, ``DynamicLossScaler`` and
+``round_to_tf32`` live here; keep them in step with notebooks/07_mixed_precision.py.
 """
 
 import math
+import os
 
 import pytest
 import torch
@@ -62,6 +64,11 @@ class DynamicLossScaler:
                     self.scale_factor *= self.growth_factor
                 self.good_steps = 0
         self.found_inf = None
+
+
+def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
+    bits = x.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
 # ------------------------------------------------------------------------------------------------ float formats
@@ -157,3 +164,65 @@ def test_loss_scale_rescues_small_values_in_float16():
     scaled = (g * 2.0**16).to(torch.float16)
     assert (scaled != 0).all() and torch.isfinite(scaled).all()
     assert torch.isinf((g * 2.0**30).to(torch.float16)).any()
+
+
+# ------------------------------------------------------------------------------------------------------- TF32
+def test_round_to_tf32_keeps_ten_mantissa_bits_like_float16():
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(0)) * 100
+    r = round_to_tf32(x)
+    assert (r.view(torch.int32) & 0x1FFF == 0).all()                          # the 13 low bits are cleared
+    assert ((r - x).abs() <= x.abs() * 2.0**-11).all()                        # rounded, not truncated
+    # inside float16's range the same 10 bits: equal to float16 rounding, except at exact ties (float16 rounds
+    # them to even, the emulation away from zero)
+    ties = (x.view(torch.int32) & 0x1FFF) == 0x1000
+    assert torch.equal(r[~ties], x[~ties].half().float())
+    assert round_to_tf32(torch.tensor([1 + 2.0**-11])).item() == 1 + 2.0**-10   # a tie rounds away from zero
+    assert round_to_tf32(torch.tensor([1e30])).item() == pytest.approx(1e30, rel=2.0**-11)   # float32's range
+
+
+@pytest.mark.skipif(os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") is not None,
+                    reason="TORCH_ALLOW_TF32_CUBLAS_OVERRIDE forces TF32 on in this environment")
+def test_tf32_switches_round_trip_as_notebooks_07_and_10_use_them():
+    """allow_tf32 = True is precision "high"; going back through set_float32_matmul_precision never leaves the
+    mixed legacy/new state in which get_float32_matmul_precision raises (torch 2.9+)."""
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert torch.get_float32_matmul_precision() == "high"
+        torch.set_float32_matmul_precision("highest")
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        for precision in ("high", "highest", "high"):                     # notebook 07's timing loop
+            torch.set_float32_matmul_precision(precision)
+            assert torch.backends.cuda.matmul.allow_tf32 is (precision == "high")
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    assert torch.get_float32_matmul_precision() == saved
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0),
+                    reason="needs a CUDA GPU with TF32 (Ampere or newer)")
+@pytest.mark.skipif(os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") is not None,
+                    reason="TORCH_ALLOW_TF32_CUBLAS_OVERRIDE forces TF32 on in this environment")
+def test_tf32_matmul_error_on_cuda_is_float16_like():
+    """Notebook 07, section 6: with TF32 on, a float32 product's error against float64 is float16-like."""
+    gen = torch.Generator().manual_seed(0)
+    A64 = torch.randn(1024, 1024, generator=gen, dtype=torch.float64).cuda()
+    B64 = torch.randn(1024, 1024, generator=gen, dtype=torch.float64).cuda()
+    C64 = A64 @ B64
+    A, B = A64.float(), B64.float()
+
+    def rel_error(C):
+        return ((C.double() - C64).norm() / C64.norm()).item()
+
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        ieee = rel_error(A @ B)
+        torch.set_float32_matmul_precision("high")
+        tf32 = rel_error(A @ B)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    emulated = rel_error(round_to_tf32(A).double() @ round_to_tf32(B).double())
+    assert ieee < 1e-5 and 10 * ieee < tf32 < 1e-2
+    assert 0.25 < tf32 / emulated < 4                    # the hardware rounds (or truncates) about as emulated

@@ -198,3 +198,81 @@ def test_graph_break_from_item_is_reported_by_dynamo_explain():
     torch.testing.assert_close(with_item(X), without_item(X))
     assert torch._dynamo.explain(with_item)(X).graph_break_count >= 1
     assert torch._dynamo.explain(without_item)(X).graph_break_count == 0
+
+
+# ------------------------------------------------------------------------------------ on a GPU (notebook 10 at full)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_profiler_records_device_time_on_cuda():
+    a, b = torch.randn(512, 512, device="cuda"), torch.randn(512, 512, device="cuda")
+    a @ b
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            a @ b
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    mm = next(e for e in events if e.key == "aten::mm")
+    assert mm.count == 3 and mm.self_device_time_total > 0            # the GPU's own time for its kernels
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert kernels and max(e.self_device_time_total for e in kernels) > 0
+    assert "aten::mm" in events.table(sort_by="self_device_time_total", row_limit=10)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_compiled_model_equals_eager_on_cuda():
+    """torch.compile on CUDA (Triton kernels): the same outputs and gradients as eager, to float32 rounding."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.LayerNorm(128), nn.Linear(128, 10)).cuda()
+    X = torch.randn(256, 64, device="cuda")
+    y = torch.randint(0, 10, (256,), device="cuda")
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+    eager_loss = F.cross_entropy(model(X), y)
+    eager_grads = torch.autograd.grad(eager_loss, list(model.parameters()))
+    compiled_loss = F.cross_entropy(compiled(X), y)
+    compiled_grads = torch.autograd.grad(compiled_loss, list(model.parameters()))
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-4, atol=1e-5)
+    for g, h in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-5)
+    torch._dynamo.reset()
+
+
+def _small_cnn_epoch(seed: int, item_every_step: bool) -> tuple[float, list[torch.Tensor]]:
+    """Notebook 10's two loops on fixed batches: mean loss read every step or once; returns (mean, weights)."""
+    from dlcourse.models import SmallCNN
+
+    gen = torch.Generator().manual_seed(seed)
+    batches = [(torch.rand(64, 3, 32, 32, generator=gen).cuda(), torch.randint(0, 6, (64,), generator=gen).cuda())
+               for _ in range(12)]
+    torch.manual_seed(seed)
+    model = SmallCNN(width=4, depth=2).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    total = 0.0 if item_every_step else torch.zeros((), device="cuda")
+    for X, y in batches:
+        loss = F.cross_entropy(model(X), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(y) if item_every_step else loss.detach() * len(y)
+    return float(total) / (64 * len(batches)), [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cudnn_deterministic_makes_the_two_loops_of_notebook_10_agree_on_cuda():
+    before = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        every, weights_every = _small_cnn_epoch(0, True)
+        once, weights_once = _small_cnn_epoch(0, False)
+        again, weights_again = _small_cnn_epoch(0, False)
+    finally:
+        torch.backends.cudnn.deterministic = before
+    assert abs(every - once) < 1e-5                      # float64 in Python against float32 on the device
+    assert all(torch.equal(a, b) for a, b in zip(weights_every, weights_once))
+    assert again == once and all(torch.equal(a, b) for a, b in zip(weights_again, weights_once))

@@ -531,3 +531,93 @@ def test_save_and_load_checkpoint_round_trip(tmp_path):
         assert torch.equal(a, b)
     assert fresh_optimizer.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
     assert not list((tmp_path / "ckpt").glob("*.tmp"))
+
+
+# --- Mixed precision on every device: the GradScaler's state in checkpoints; fp16 and bf16 on CUDA ---------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, needs_cuda])]
+
+
+class OverflowFirst:
+    """A loss that overflows float16 gradients on its first ``n`` calls (×1e30), then is plain cross-entropy.
+
+    One object can serve an interrupted run and its resumption, so that both see the same sequence of losses.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+
+    def __call__(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return F.cross_entropy(y_hat, y) * (1e30 if self.calls <= self.n else 1.0)
+
+
+def _fp16_run(tmp_path, device: str, num_epochs: int, loss_fn, *, resume: bool = False):
+    train, _ = _loaders()
+    model = _mlp(seed=2).to(device)
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), train, num_epochs=num_epochs,
+                  loss_fn=loss_fn, amp=True, amp_dtype=torch.float16, checkpoint=tmp_path / "run.pt",
+                  resume=resume, progress=False)
+    return model, history, torch.load(tmp_path / "run.pt", weights_only=True)["scaler"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grad_scaler_scale_is_saved_and_restored_by_checkpoints(tmp_path, device):
+    """Three overflowing steps halve the scale three times (2**16 -> 2**13); a resumed run continues from there."""
+    straight, straight_history, straight_scaler = _fp16_run(tmp_path / "a", device, 4, OverflowFirst(3))
+    assert straight_scaler["scale"] == 2.0**13
+    loss_fn = OverflowFirst(3)                     # shared by the interrupted run and its resumption
+    _, _, interrupted_scaler = _fp16_run(tmp_path / "b", device, 2, loss_fn)
+    assert interrupted_scaler["scale"] == 2.0**13
+    resumed, resumed_history, resumed_scaler = _fp16_run(tmp_path / "b", device, 4, loss_fn, resume=True)
+    assert resumed_scaler["scale"] == 2.0**13      # a fresh scaler would have started again at 2**16
+    assert resumed_history["train_loss"][2:] == pytest.approx(straight_history["train_loss"][2:], rel=1e-5)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_fit_fp16_with_grad_scaler_learns_on_cuda(tmp_path):
+    train, val = _loaders()
+    model = _mlp().to("cuda")
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=0.2), train, val, num_epochs=8, amp=True,
+                  amp_dtype=torch.float16, checkpoint=tmp_path / "fp16.pt", progress=False)
+    assert history.last["val_acc"] >= 0.8
+    assert all(p.dtype == torch.float32 and p.is_cuda for p in model.parameters())
+    scaler_state = torch.load(tmp_path / "fp16.pt", weights_only=True)["scaler"]
+    assert scaler_state["scale"] == 2.0**16       # enabled, and no step overflowed
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_fit_fp16_on_cuda_skips_overflowing_steps():
+    train, _ = _loaders()
+    model = _mlp().to("cuda")
+    before = _params(model)
+    huge = lambda y_hat, y: F.cross_entropy(y_hat, y) * 1e30  # noqa: E731 - inf in fp16 after scaling
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), train, loss_fn=huge, amp=True,
+        amp_dtype=torch.float16, progress=False)
+    for a, b in zip(model.parameters(), before):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_fit_amp_on_cuda_uses_the_native_dtype_and_learns(tmp_path):
+    """amp=True picks bfloat16 (no scaler) on GPUs that compute it natively, float16 + GradScaler otherwise."""
+    from dlcourse.config import amp_dtype
+
+    dtype = amp_dtype("cuda")
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    assert dtype == (torch.bfloat16 if native else torch.float16)
+    train, val = _loaders()
+    model_32, model_16 = _mlp().to("cuda"), _mlp().to("cuda")
+    h32 = fit(model_32, torch.optim.SGD(model_32.parameters(), lr=0.2), train, val, num_epochs=5, progress=False)
+    h16 = fit(model_16, torch.optim.SGD(model_16.parameters(), lr=0.2), train, val, num_epochs=5, amp=True,
+              checkpoint=tmp_path / "amp.pt", progress=False)
+    assert h16.last["val_acc"] >= 0.8
+    assert abs(h16.last["train_loss"] - h32.last["train_loss"]) < 0.05
+    scaler_state = torch.load(tmp_path / "amp.pt", weights_only=True)["scaler"]
+    assert (scaler_state == {}) == (dtype == torch.bfloat16)    # a disabled scaler saves an empty state
