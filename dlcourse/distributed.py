@@ -258,6 +258,9 @@ def _tail(text: str, lines: int) -> str:
 
 def _kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
     """SIGTERM the launch's whole process group (torchrun and its workers), then SIGKILL what is left."""
+    if not hasattr(os, "killpg"):  # Windows: no process groups to signal
+        proc.kill()
+        return
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)

@@ -28,11 +28,13 @@
 # - Measure time per step with one and two processes, and explain the scaling efficiency you get.
 #
 # **Prerequisites:** notebooks 01 (the training loop) and 08 (where training memory goes). No GPU needed:
-# everything runs on CPU processes talking over the gloo backend; on a machine with two or more GPUs the
-# training script uses NCCL and one GPU per process instead.
+# everything runs on CPU processes talking over the gloo backend. On a machine with two or more GPUs the
+# training script of section 5 uses NCCL and one GPU per process instead; with one GPU its two processes still
+# run on the CPU (NCCL cannot put two processes on one GPU). The notebook prints what its processes ran on.
 #
-# **Time:** seconds at `smoke` (most of it is starting the `torchrun` jobs); a few minutes at `small`; at `full`
-# the script trains longer and, given two or more GPUs, runs on them. The last cell prints how long this run took.
+# **Time:** seconds at `smoke` (most of it is starting processes); a few minutes at `small`; at `full` the script
+# trains a wider model for longer and, given two or more GPUs, runs on them. This notebook's lesson is
+# correctness, which needs no GPU. The last cell prints how long this run took.
 
 # %%
 import importlib.util
@@ -96,13 +98,26 @@ def print_table(header, rows):
 
 # %% [markdown]
 # ## 2. Processes and collectives
-# `dd.run_local(fn, W)` forks W processes from this notebook's kernel, puts them in one gloo process group and
-# calls `fn(rank, world_size)` in each; it returns what each rank returned, and shows what each printed. It is
-# a quick way to try collectives. (Real jobs are launched with `torchrun`: section 5.)
+# `dd.run_local(fn, W)` starts W processes, puts them in one gloo process group and calls `fn(rank, world_size)`
+# in each; it returns what each rank returned, and shows what each printed. It is a quick way to try
+# collectives. (Real jobs are launched with `torchrun`: section 5.)
+#
+# The processes are not copies (forks) of this kernel: a copy of a process that has used CUDA, or run a backward
+# pass with a GPU present, cannot use autograd or CUDA any more. They come from a *fork server*, a small process
+# started fresh on the first call, which has imported torch but never touched a GPU (`multiprocessing`'s
+# `forkserver` start method); `fn` travels to them by value (with `cloudpickle`), so functions defined in this
+# notebook work. The first call starts the server (a few seconds), later ones start ranks in a fraction of a
+# second.
+#
+# These ranks compute on the CPU by design, even on a GPU machine (they see no GPU): the checks in sections 2–4
+# and 7 compare their results with this kernel's own CPU computation, exactly or to float32 rounding. The same
+# checks with CUDA kernels would need a looser tolerance, since a GPU may sum in a different order from one call
+# to the next.
 
 # %%
 def collectives_demo(rank, world_size):
     x = torch.full((3,), float(rank + 1))         # rank 0 holds [1, 1, 1], rank 1 holds [2, 2, 2]
+    print(f"backend {dist.get_backend()}, tensors on {x.device}, GPUs this rank sees: {torch.cuda.device_count()}")
     print(f"before: {x.tolist()}")
     summed = x.clone()
     dist.all_reduce(summed, op=dist.ReduceOp.SUM)  # in place, on every rank: [1+2, ...]
@@ -113,7 +128,10 @@ def collectives_demo(rank, world_size):
     return {"all_reduce": summed, "broadcast": sent, "all_gather": torch.stack(gathered)}
 
 
+start = time.perf_counter()
 out = dd.run_local(collectives_demo, 2)
+print(f"run_local took {time.perf_counter() - start:.2f} s (the first call also starts the fork server); this "
+      f"kernel computes on {device}")
 for rank, result in enumerate(out):
     print(f"rank {rank}: all_reduce {result['all_reduce'].tolist()}  broadcast {result['broadcast'].tolist()}  "
           f"all_gather {result['all_gather'].tolist()}")
@@ -137,10 +155,15 @@ def average_gradients(model: nn.Module) -> None:
             p.grad /= world_size
 
 
+def digits_net(hidden: int) -> nn.Module:
+    """64 pixels -> hidden units (tanh) -> 10 logits: (B, 64) -> (B, 10). Why tanh: end of section 4."""
+    return nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10))
+
+
 def make_model(seed: int = 0) -> nn.Module:
     """A small MLP for 64-pixel digits; the same seed gives the same weights on every rank."""
     torch.manual_seed(seed)
-    return dlcourse.models.mlp(64, [32], 10)
+    return digits_net(32)
 
 
 splits = dlcourse.data.digits(flatten=True, seed=cfg.seed)
@@ -205,9 +228,9 @@ assert max_diff(ranks[0][0], ranks[1][0]) > 1e-3, "before averaging, the ranks' 
 # %%
 def ddp_broadcast(rank, world_size):
     model = make_model(seed=rank)                           # different initial weights on each rank
-    before = model[1].weight[0, :4].detach().clone()   # model[1]: the first Linear
+    before = model[0].weight[0, :4].detach().clone()       # model[0]: the first Linear
     ddp_model = DDP(model)                                  # broadcasts rank 0's parameters to everyone
-    return before, ddp_model.module[1].weight[0, :4].detach().clone()
+    return before, ddp_model.module[0].weight[0, :4].detach().clone()
 
 
 (before0, after0), (before1, after1) = dd.run_local(ddp_broadcast, 2, echo=False)
@@ -266,6 +289,13 @@ assert max_diff(hand[0], ddp[0]) < 1e-5 and max_diff(ddp[0], single_params) < 1e
 # The replicas on the two ranks are bit-identical (they apply the same averaged gradient). Against one process
 # the difference is rounding: the two halves' gradients are summed in another order than one process sums the
 # full batch, and float32 addition is not associative.
+#
+# **Why tanh and not ReLU.** ReLU's derivative jumps from 0 to 1 at 0. Over hundreds of steps with a wide layer,
+# some pre-activation eventually lands within rounding distance of 0, on one side in one run and on the other
+# side in the other; that example's gradient then differs by a whole term, and the two runs part by far more
+# than rounding from then on (around 1e-3 when we tried the full-scale MLP of section 5 with ReLU). They are
+# still the same training, but no longer comparable to float32 rounding. Tanh is smooth, so rounding differences stay rounding
+# differences: that is why every model compared across runs in this notebook uses it.
 
 # %% [markdown]
 # ## 5. A real training script, launched with `torchrun`
@@ -307,6 +337,7 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -320,10 +351,11 @@ parser.add_argument("--num-epochs", type=int, default=2)
 parser.add_argument("--batch-size", type=int, default=64)      # the GLOBAL batch; each rank takes B / W of it
 parser.add_argument("--lr", type=float, default=0.1)
 parser.add_argument("--hidden", type=int, default=64)
-parser.add_argument("--backend", default=None)                 # gloo or nccl; default: nccl if CUDA is present
+parser.add_argument("--backend", default=None)                 # gloo or nccl; default: nccl with a GPU per rank
 args = parser.parse_args()
 
 env = dd.init(args.backend)          # joins the process group; env.rank, env.world_size, env.device
+dd.print0(f"{env.world_size} ranks, backend {env.backend}, rank 0 on {env.device}")
 assert args.batch_size % env.world_size == 0, "the global batch must split evenly over the ranks"
 X_train, y_train = torch.load(args.data)                        # (N, 64) float, (N,) int64
 n = len(X_train) // args.batch_size * args.batch_size           # whole global batches only
@@ -332,7 +364,7 @@ sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.ra
 loader = DataLoader(train_set, batch_size=args.batch_size // env.world_size, sampler=sampler)
 
 torch.manual_seed(0)                 # the same start on every rank (DDP would broadcast rank 0's anyway)
-model = dlcourse.models.mlp(64, [args.hidden], 10).to(env.device)
+model = nn.Sequential(nn.Linear(64, args.hidden), nn.Tanh(), nn.Linear(args.hidden, 10)).to(env.device)
 model = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
 optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
 
@@ -373,30 +405,32 @@ checkpoint = f"{args.out}/checkpoint_{env.world_size}.pt"
 if env.is_main:
     dlcourse.train.save_checkpoint(checkpoint, model.module, optimizer, epoch=args.num_epochs)
 dist.barrier()                       # nobody reads the file before rank 0 has finished writing it
-restored = dlcourse.models.mlp(64, [args.hidden], 10).to(env.device)
+restored = nn.Sequential(nn.Linear(64, args.hidden), nn.Tanh(), nn.Linear(args.hidden, 10)).to(env.device)
 dlcourse.train.load_checkpoint(checkpoint, restored, map_location=env.device)
 assert all(torch.equal(a, b) for a, b in zip(restored.parameters(), model.module.parameters()))
 
-orders = [None] * env.world_size
+orders, devices = [None] * env.world_size, [None] * env.world_size
 dist.all_gather_object(orders, first_indices)      # every rank's index order, collected for rank 0's report
-results = {"world_size": env.world_size, "losses": global_losses.cpu(), "orders": orders,
+dist.all_gather_object(devices, str(env.device))   # where each rank computed
+results = {"world_size": env.world_size, "backend": env.backend, "devices": devices,
+           "losses": global_losses.cpu(), "orders": orders,
            "step_times": step_times, "comm_times": comm_times, "threads": torch.get_num_threads(),
            "params": [p.detach().cpu() for p in model.module.parameters()]}
 dd.save0(results, f"{args.out}/results_{env.world_size}.pt")
 dd.cleanup()                         # barrier, destroy the process group, exit
 
 # %% [markdown]
-# With two or more GPUs the script runs on NCCL, one GPU per rank; otherwise on CPU processes with gloo.
-# `dd.launch` runs `python -m torch.distributed.run --standalone --nproc-per-node=N` (the `torchrun` command,
+# With a GPU for every rank the script runs on NCCL, one GPU per rank; otherwise (no GPU, or one GPU for two
+# ranks) on CPU processes with gloo. `dd.backend_for(nproc)` makes that choice, and `dd.init()` inside the script
+# makes the same one. `dd.launch` runs `python -m torch.distributed.run --standalone --nproc-per-node=N` (the `torchrun` command,
 # through this kernel's Python, whose `bin` folder need not be on `PATH`); `--standalone` picks a free port. It
 # prints what the ranks print, and if a rank fails it raises an error that shows that rank's traceback. (A plain
 # `!torchrun ...` shell line would not: a failing shell command does not fail the notebook cell.)
 
 # %%
 nproc = 2
-backend = "nccl" if torch.cuda.device_count() >= nproc else "gloo"
-if backend == "gloo" and device.type == "cuda":
-    print(f"only {torch.cuda.device_count()} GPU here: the ranks run on CPU with gloo (NCCL needs one GPU each)")
+backend, why = dd.backend_for(nproc)
+print(f"{nproc} processes: {why}")
 num_epochs = cfg.pick(smoke=3, small=8, full=20)
 hidden = cfg.pick(smoke=64, small=256, full=1024)
 script_args = ["--data", data_file, "--out", run_dir, "--backend", backend, "--num-epochs", num_epochs, "--batch-size", 64,
@@ -406,6 +440,8 @@ dd.launch(script, nproc=nproc, args=script_args, timeout=cfg.pick(smoke=180, sma
 launch_seconds = time.perf_counter() - start
 print(f"--- {nproc} processes: {launch_seconds:.1f} s from launch to exit")
 result = torch.load(run_dir / f"results_{nproc}.pt")
+print(f"the ranks ran with {result['backend']} on {', '.join(result['devices'])}")
+assert result["backend"] == backend and len(result["devices"]) == nproc
 
 # %% [markdown]
 # Most of those seconds are start-up: every rank imports torch, and DDP's first use imports more of it. The
@@ -415,14 +451,18 @@ result = torch.load(run_dir / f"results_{nproc}.pt")
 # single-process loop written right here (no `torch.distributed` at all) on batches of 64. The loop builds each
 # global batch the way the sampler does: `torch.randperm` with the seed `0 + epoch`, cut into consecutive
 # batches of 64. (Rank r takes every second index starting at r, 32 per step: together, the same 64.)
+#
+# The loop runs where the ranks ran: on the CPU when they used gloo, so that the only difference is the order of
+# the sums (tolerance 1e-5); on the GPU when they used NCCL, where CUDA's kernels and NCCL's reduction order add
+# their own rounding (tolerance 1e-4; float32 matmuls on CUDA are IEEE float32 unless TF32 is on, printed below).
 
 # %%
-def train_plain(num_epochs, batch_size, lr, hidden):
+def train_plain(num_epochs, batch_size, lr, hidden, device):
     """Single-process training on the full global batches, in the order DistributedSampler shuffles them."""
     X_train, y_train = splits.train.tensors
     n = len(X_train) // batch_size * batch_size
     torch.manual_seed(0)
-    model = dlcourse.models.mlp(64, [hidden], 10).to(device)
+    model = digits_net(hidden).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     for epoch in range(num_epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(0 + epoch))
@@ -434,10 +474,14 @@ def train_plain(num_epochs, batch_size, lr, hidden):
     return [p.detach().cpu() for p in model.parameters()]
 
 
-plain = train_plain(num_epochs=num_epochs, batch_size=64, lr=0.1, hidden=hidden)
-tolerance = 1e-5 if backend == "gloo" and device.type == "cpu" else 1e-4
+plain_device = torch.device(result["devices"][0])   # the CPU (gloo) or cuda:0 (NCCL), like rank 0
+if plain_device.type == "cuda":
+    print(dlcourse.config.tf32_status())
+plain = train_plain(num_epochs=num_epochs, batch_size=64, lr=0.1, hidden=hidden, device=plain_device)
+tolerance = 1e-5 if plain_device.type == "cpu" else 1e-4
 difference = max_diff(result["params"], plain)
-print(f"final parameters, torchrun on {nproc} processes vs the plain loop: max |difference| {difference:.2e}")
+print(f"final parameters, torchrun on {nproc} processes vs the plain loop on {plain_device}: "
+      f"max |difference| {difference:.2e} (tolerance {tolerance:g})")
 assert difference < tolerance
 losses = result["losses"]
 print(f"global loss: first step {losses[0]:.3f}, last step {losses[-1]:.3f}")
@@ -448,7 +492,7 @@ assert losses[-5:].mean() < 0.5 * losses[:5].mean(), "the loss falls: the ranks 
 # whatever device we have, and the model it holds has learned the digits.
 
 # %%
-model = dlcourse.models.mlp(64, [hidden], 10).to(device)
+model = digits_net(hidden).to(device)
 saved = dlcourse.train.load_checkpoint(run_dir / f"checkpoint_{nproc}.pt", model, map_location=device)
 print("keys:", list(saved["model"]), "| epoch", saved["epoch"])
 assert not any(k.startswith("module.") for k in saved["model"]), "saved from model.module: no DDP prefix"
@@ -555,9 +599,9 @@ assert max_diff(fsdp[0][1], single_params) < 1e-5
 # With W processes, the ideal is W times the throughput. **Scaling efficiency** = speed-up / W, where speed-up =
 # (time per step on 1 process) / (time per step on W processes), for the same global batch. Below, SGD steps of
 # a wider MLP are timed three ways: in this kernel (one process, no DDP, with the kernel's threads), and with
-# DDP on 1 and on 2 forked processes, together with one all-reduce of all gradients on its own. Forked ranks
-# compute with one thread each: OpenMP's thread pool does not survive a fork (a launched script has no such
-# limit). Each set-up runs for a fixed time budget, not a fixed number of steps, so a busy machine cannot make
+# DDP on 1 and on 2 processes from `run_local`, together with one all-reduce of all gradients on its own. Each
+# rank gets this kernel's threads divided by the number of ranks (at least one), so all rows use about the same
+# cores. Each set-up runs for a fixed time budget, not a fixed number of steps, so a busy machine cannot make
 # this cell run long.
 
 # %%
@@ -601,7 +645,7 @@ def ddp_step_time(rank, world_size):
         start = time.perf_counter()
         dist.all_reduce(flat)
         comm_times.append(time.perf_counter() - start)
-    return step, torch.tensor(comm_times).median().item()
+    return step, torch.tensor(comm_times).median().item(), torch.get_num_threads()
 
 
 gen = torch.Generator().manual_seed(0)
@@ -611,23 +655,24 @@ baseline = timed_steps(scaling_model(), X_scaling, y_scaling)
 rows = [["1 (this kernel, no DDP)", torch.get_num_threads(), f"{1000 * baseline:.2f} ms",
          f"{scaling_batch / baseline:.0f}", "-", "1.00", "1.00"]]
 for world_size in (1, 2):
-    step, comm = dd.run_local(ddp_step_time, world_size, echo=False)[0]
+    step, comm, threads = dd.run_local(ddp_step_time, world_size, echo=False)[0]
     speed_up = baseline / step
-    rows.append([f"{world_size} (forked, DDP)", 1, f"{1000 * step:.2f} ms", f"{scaling_batch / step:.0f}",
+    rows.append([f"{world_size} (run_local, DDP)", threads, f"{1000 * step:.2f} ms", f"{scaling_batch / step:.0f}",
                  f"{1000 * comm:.3f} ms", f"{speed_up:.2f}", f"{speed_up / world_size:.2f}"])
 print(f"MLP 64-{width}-{width}-10 ({dlcourse.models.count_parameters(scaling_model())} parameters), global batch "
       f"{scaling_batch}, gloo; speed-up against this kernel's single process")
 print_table(["processes", "threads each", "time/step", "samples/s", "one all-reduce", "speed-up", "efficiency"],
             rows)
-print(f"CPU cores: {os.cpu_count()}; load average while measuring: {os.getloadavg()[0]:.1f}")
+load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "not available on this system"
+print(f"CPU cores: {os.cpu_count()}; load average while measuring: {load}")
 
 # %% [markdown]
 # Read the table with the machine in mind. On a CPU, a second process adds no hardware: a single process can
 # already use every core through its threads, so two processes split the same cores, do the same arithmetic,
-# and add a gloo all-reduce over local TCP to every step (the "one all-reduce" column). Compare set-ups that use
-# the same cores: two one-thread processes against one process with two threads. If this kernel runs with fewer
-# threads than there are cores (CI sets `OMP_NUM_THREADS=1`), the two processes use more cores than the baseline
-# and can look faster for that reason alone. On a busy machine (a load average above the number of cores) every
+# and add a gloo all-reduce over local TCP to every step (the "one all-reduce" column). Compare rows by the
+# threads they use in all ("threads each" times processes). If this kernel runs with a single thread (CI sets
+# `OMP_NUM_THREADS=1`), each rank still gets one, so two processes use twice the cores of the baseline and can
+# look faster for that reason alone. On a busy machine (a load average above the number of cores) every
 # row slows down, multi-threaded ones most. However the numbers fall on your machine, distributed training on one
 # CPU teaches correctness, not speed.
 #

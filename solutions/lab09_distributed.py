@@ -25,13 +25,17 @@
 # it: it passes when it finishes without an error. Don't edit the test cells; the grader runs its own copy of
 # them, and some extra hidden tests. `dlcourse check labs/lab09_distributed.ipynb` tells you what passes.
 #
-# Two ways of starting processes appear in the tests. `dd.run_local(fn, world_size, *args)` forks
-# `world_size` processes from this notebook, joins them in a process group and returns what `fn(rank,
-# world_size, *args)` returned on each rank; that is how functions you define here get tested on several
-# ranks. A training script (exercise 3) is a file, launched with `torchrun` as in the notebook.
+# Two ways of starting processes appear in the tests. `dd.run_local(fn, world_size, *args)` starts
+# `world_size` CPU processes (from a fork server, never copies of this kernel), joins them in a process group
+# and returns what `fn(rank, world_size, *args)` returned on each rank; `fn` and the functions it uses travel
+# to them by value, which is how functions you define here get tested on several ranks. A training script
+# (exercise 3) is a file, launched with `torchrun` as in the notebook.
 #
-# **Time.** About 60–90 minutes. Every test runs in seconds on a laptop CPU (a `torchrun` launch takes a few
-# seconds to start); no GPU needed.
+# Every process in this lab computes on the CPU, even on a GPU machine: the tests compare your ranks' results
+# with one CPU process to float32 rounding, and CPU results are the same on every machine.
+#
+# **Time.** About 60–90 minutes. Every test runs in seconds on a laptop CPU (the first `run_local` and a
+# `torchrun` launch take a few seconds to start); no GPU needed.
 #
 # **Points.** 10 in all: gradient all-reduce 2, sharded sampler 3, DDP training script 3, parameter sharding 2.
 
@@ -66,10 +70,11 @@ run_dir = Path(run_tmp.name)
 
 
 def run_script(path, nproc=2, args=()):
-    """Launch a script with torchrun on ``nproc`` processes. An unfinished script (a rank raised
-    NotImplementedError) raises NotImplementedError here; any other failure shows the failing rank's traceback."""
+    """Launch a script with torchrun on ``nproc`` CPU processes (GPUs hidden: ``dd.init()`` then picks gloo on
+    the CPU). An unfinished script (a rank raised NotImplementedError) raises NotImplementedError here; any other
+    failure shows the failing rank's traceback."""
     try:
-        return dd.launch(path, nproc=nproc, args=args, timeout=120)
+        return dd.launch(path, nproc=nproc, args=args, timeout=120, env={"CUDA_VISIBLE_DEVICES": ""})
     except dd.LaunchError as error:
         if error.exception == "NotImplementedError":
             raise NotImplementedError(f"the script is not finished yet:\n{error}") from None
@@ -351,9 +356,9 @@ if __name__ == "__main__":
     out_dir = sys.argv[1]
     env = dd.init()
     net, seen, losses = train(env, out_dir)
-    # for the tests: what this rank ended with
-    torch.save({"params": [p.detach() for p in net.parameters()], "seen": seen, "losses": losses},
-               f"{out_dir}/rank{env.rank}.pt")
+    # for the tests: what this rank ended with, and where it ran
+    torch.save({"params": [p.detach() for p in net.parameters()], "seen": seen, "losses": losses,
+                "backend": env.backend, "device": str(env.device)}, f"{out_dir}/rank{env.rank}.pt")
     dd.cleanup()
 
 
@@ -399,6 +404,7 @@ for _old in run_dir.glob("*.pt"):
     _old.unlink()                                    # results of an earlier run must not count
 run_script(run_dir / "train_ddp.py", nproc=2, args=[run_dir])
 _ranks = [torch.load(run_dir / f"rank{r}.pt") for r in range(2)]
+print("your ranks ran with", ", ".join(f"{r.get('backend', '?')} on {r.get('device', '?')}" for r in _ranks))
 check_close("rank 0's final parameters equal one process trained on the same global batches", _ranks[0]["params"],
             expected=_one_process_run()["params"], atol=1e-5, weight=2,
             hint="wrap net in DDP, use a DistributedSampler in the DataLoader, call sampler.set_epoch(epoch) at the "
