@@ -343,10 +343,10 @@ print("DynamicLossScaler: visible tests passed")
 # - return the (unscaled) loss as a Python float.
 #
 # Never convert the model (`model.half()`, `model.to(torch.bfloat16)`): the weights stay float32. The device
-# comes from the data (`X.device.type`), so the same function runs bfloat16 on a CPU and float16 with a
-# `GradScaler` on a GPU. The tests train an MLP on the digits with your step (bfloat16 on the CPU; hidden:
-# float16 with a `GradScaler`, and float32) and compare with `dlcourse.fit(..., amp=True)` on the same
-# batches.
+# comes from the data (`X.device.type`), so the same function runs bfloat16 on a CPU or a recent GPU, and
+# float16 with a `GradScaler` on a GPU without bfloat16 tensor cores (`dlcourse.config.amp_dtype` picks). The
+# tests train an MLP on the digits with your step (bfloat16 on the CPU; hidden: float16 with a `GradScaler`,
+# and float32) and compare with `dlcourse.fit(..., amp=True)` on the same batches.
 
 # %% nbgrader={"grade": false, "grade_id": "amp-step-answer", "locked": false, "schema_version": 3, "solution": true}
 def amp_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor,
