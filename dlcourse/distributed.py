@@ -373,10 +373,13 @@ def _die_with_parent() -> None:
         prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _rank_main(job: bytes, rank: int, world_size: int, store_path: str, conn, threads: int, timeout_s: float) -> None:
+def _rank_main(job: bytes, rank: int, world_size: int, store_path: str, conn, threads: int, timeout_s: float,
+               environ: dict[str, str]) -> None:
     """One rank of :func:`run_local`, in a fresh process: join the gloo group through a file store, run the
     function, send back (status, value, output, time of failure)."""
     _die_with_parent()
+    os.environ.clear()
+    os.environ.update(environ)  # the caller's environment now, not the server's when it started
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU ranks: no rank creates a CUDA context (the server made none)
     captured = io.StringIO()
     sys.stdout = sys.stderr = captured  # the parent prints each rank's output, prefixed with its rank
@@ -436,8 +439,9 @@ def run_local(fn: Callable[..., Any], world_size: int = 2, *args: Any, timeout: 
     started fresh that has imported torch but never touched a GPU, so a rank starts in a fraction of a second
     after the first call (which starts the server: a few seconds). ``fn`` and ``args`` travel by value with
     cloudpickle, so functions and lambdas defined in a notebook work, together with the globals they use. The
-    ranks compute on the CPU: they see no GPU (``CUDA_VISIBLE_DEVICES`` is empty in them), and each uses this
-    process's torch threads divided by ``world_size`` (at least 1).
+    ranks see this process's environment variables and compute on the CPU: they see no GPU
+    (``CUDA_VISIBLE_DEVICES`` is empty in them), and each uses this process's torch threads divided by
+    ``world_size`` (at least 1).
 
     If a rank raises, its exception is re-raised here with the rank's traceback attached (so an ``AssertionError``
     stays an ``AssertionError``), and the other ranks are stopped. Raises :class:`LaunchError` if a rank crashes
@@ -461,7 +465,7 @@ def run_local(fn: Callable[..., Any], world_size: int = 2, *args: Any, timeout: 
                 receiver, sender = ctx.Pipe(duplex=False)
                 conns[receiver] = rank
                 proc = ctx.Process(target=_rank_main, daemon=True, args=(
-                    job, rank, world_size, os.path.join(tmp, "store"), sender, threads, timeout))
+                    job, rank, world_size, os.path.join(tmp, "store"), sender, threads, timeout, dict(os.environ)))
                 proc.start()
                 sender.close()
                 procs.append(proc)

@@ -155,9 +155,10 @@ def test_run_local_needs_picklable_results():
         dd.run_local(lambda rank, world_size: (lambda: rank), 2, echo=False)
 
 
-def test_run_local_never_forks_the_caller_and_runs_functions_defined_at_run_time():
+def test_run_local_never_forks_the_caller_and_runs_functions_defined_at_run_time(monkeypatch):
     """Like a notebook's: a closure over a local variable, a class and a lambda defined here travel by value."""
     offset = 10.0
+    monkeypatch.setenv("DLCOURSE_TEST_SET_LATE", "seen")  # set after the fork server may have started
 
     class Doubler:
         def __call__(self, x):
@@ -167,7 +168,8 @@ def test_run_local_never_forks_the_caller_and_runs_functions_defined_at_run_time
         x = torch.tensor([Doubler()(rank + offset) * scale])
         dist.all_reduce(x)
         return {"sum": x.item(), "parent": os.getppid(), "pid": os.getpid(), "threads": torch.get_num_threads(),
-                "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "gpus": torch.cuda.device_count()}
+                "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "gpus": torch.cuda.device_count(),
+                "env": os.environ.get("DLCOURSE_TEST_SET_LATE")}
 
     out = dd.run_local(worker, 2, 0.5, echo=False)
     assert [r["sum"] for r in out] == [21.0, 21.0]  # (10 + 11) * 2 * 0.5
@@ -175,6 +177,7 @@ def test_run_local_never_forks_the_caller_and_runs_functions_defined_at_run_time
     if "forkserver" in __import__("multiprocessing").get_all_start_methods():
         assert out[0]["parent"] == out[1]["parent"], "both ranks come from the one fork server"
     assert all(r["cuda_visible"] == "" and r["gpus"] == 0 for r in out), "ranks see no GPU"
+    assert all(r["env"] == "seen" for r in out), "ranks see the caller's environment of now"
     assert all(r["threads"] == max(1, torch.get_num_threads() // 2) for r in out)
     assert dd.run_local(lambda rank, world_size: rank * offset, 2, echo=False) == [0.0, 10.0]
 
