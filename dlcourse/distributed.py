@@ -395,8 +395,8 @@ def _rank_main(job: bytes, rank: int, world_size: int, store_path: str, conn, th
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
         status, failed_at = "error", time.time()
         text = traceback.format_exc()
-        try:
-            value = (pickle.dumps(exc), text)
+        try:  # by value: an exception class defined in a notebook comes back too
+            value = (_cloudpickle().dumps(exc), text)
         except Exception:  # an exception that cannot be pickled: send its traceback only
             value = (None, text)
     try:

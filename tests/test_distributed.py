@@ -135,6 +135,18 @@ def test_run_local_reraises_the_ranks_exception_with_its_traceback(error):
     assert "rank 1 of 2 failed" in cause and "Traceback" in cause and "in worker" in cause
 
 
+def test_run_local_reraises_an_exception_class_defined_at_run_time():
+    class NotebookError(Exception):  # like a class a learner defines in a notebook: it travels by value
+        pass
+
+    def worker(rank, world_size):
+        if rank == 0:
+            raise NotebookError("raised on rank 0")
+
+    with pytest.raises(NotebookError, match="raised on rank 0"):
+        dd.run_local(worker, 2, echo=False)
+
+
 def test_run_local_reports_a_crash_and_a_timeout():
     with pytest.raises(dd.LaunchError, match="rank 1 of 2 died without an exception"):
         dd.run_local(lambda rank, world_size: os._exit(3) if rank == 1 else time.sleep(60), 2, echo=False)
