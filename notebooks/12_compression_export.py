@@ -78,6 +78,11 @@ print("files go to a temporary run directory:", run_dir)
 # starts from this one trained model, so their numbers are comparable. Three small helpers measure what
 # compression is about: the size of the saved weights on disk, the latency of a forward pass (the best of
 # several repeats, because a shared machine only ever makes code *slower*), and test accuracy.
+#
+# The teacher trains on this notebook's device (a GPU, if there is one). Everything after that works on a CPU
+# copy, `teacher_cpu`, on purpose: PyTorch's eager int8 kernels exist only for CPUs, the ONNX Runtime section
+# uses ONNX Runtime's CPU provider, and the sizes, latencies and masks below are then measured on the same
+# device for every variant. Only the distillation experiment of section 5 trains on the device again.
 
 # %%
 splits = dlcourse.data.digits(flatten=True, seed=cfg.seed)
@@ -380,35 +385,70 @@ def masked_copy(model: nn.Module, masks: list[torch.Tensor], *, neurons: bool = 
 # %% [markdown]
 # `torch.nn.utils.prune` does the same with a reparametrisation: it renames `weight` to `weight_orig`, registers
 # a buffer `weight_mask`, and recomputes `weight = weight_orig * weight_mask` before every forward pass. Our masks
-# must equal its masks, for each of the three kinds:
+# must prune what its masks prune, for each of the three kinds.
+#
+# **Ties decide what "the same" means.** `prune` picks the k smallest with `torch.topk`, which makes no promise
+# about *which* of several equal values it returns. Exact ties are not rare: float32 has about 8 million values
+# between one power of two and the next, so a layer of millions of weights holds many pairs with exactly the
+# same magnitude (the teacher at `full` scale has about 4 million weights). When such a pair straddles the
+# threshold, the k-th smallest magnitude, one of the two is pruned, and `topk` may pick either; our rule picks
+# the first. Both masks are then correct, and they differ. So the check compares what the specification fixes:
+# the same number pruned, and the same choice for every weight whose magnitude is *not* tied with the
+# threshold; among the tied ones either choice is right. The table counts the tied weights and says whether the
+# masks happened to be identical as well.
 
 # %%
+def same_pruning(ours: torch.Tensor, theirs: torch.Tensor, scores: torch.Tensor) -> bool:
+    """Whether two 0/1 masks both prune the entries with the smallest ``scores`` (same shape as the masks): the
+    same number of zeros, and the same choice wherever a score differs from the threshold (the largest pruned
+    score). Entries tied with the threshold may be chosen either way."""
+    pruned_ours, pruned_theirs = ours == 0, theirs == 0
+    if int(pruned_ours.sum()) != int(pruned_theirs.sum()):
+        return False
+    if not pruned_ours.any():
+        return True
+    free = scores == scores[pruned_ours].max()                               # tied with the threshold
+    return torch.equal(pruned_ours[~free], pruned_theirs[~free])
+
+
+def tied_at_threshold(mask: torch.Tensor, scores: torch.Tensor) -> int:
+    """How many entries share the threshold score, when that tie straddles it (some pruned, some kept)."""
+    pruned = mask == 0
+    if not pruned.any() or pruned.all():
+        return 0
+    tied = scores == scores[pruned].max()
+    return int(tied.sum()) if (tied & ~pruned).any() else 0
+
+
 weights = [layer.weight for layer in linears(teacher_cpu)]
+magnitudes = torch.cat([w.detach().abs().flatten() for w in weights])        # (all weights,)
 hidden_layers = linears(teacher_cpu)[:-1]      # structured pruning never removes an output class
 rows = []
 for sparsity in (0.3, 0.7, 0.9):
     reference = copy.deepcopy(teacher_cpu)
     prune.global_unstructured([(layer, "weight") for layer in linears(reference)],
                               pruning_method=prune.L1Unstructured, amount=sparsity)
-    same_global = all(torch.equal(ours, layer.weight_mask) for ours, layer in
-                      zip(magnitude_masks(weights, sparsity, "global"), linears(reference)))
+    ours = torch.cat([m.flatten() for m in magnitude_masks(weights, sparsity, "global")])
+    theirs = torch.cat([layer.weight_mask.flatten() for layer in linears(reference)])
+    same_global = same_pruning(ours, theirs, magnitudes)
+    identical = torch.equal(ours, theirs)
 
     same_layer = all(
-        torch.equal(ours, prune.l1_unstructured(copy.deepcopy(layer), "weight", sparsity).weight_mask)
+        same_pruning(ours, prune.l1_unstructured(copy.deepcopy(layer), "weight", sparsity).weight_mask,
+                     layer.weight.detach().abs())
         for ours, layer in zip(magnitude_masks(weights, sparsity, "layer"), linears(teacher_cpu)))
     same_rows = all(
-        torch.equal(row_mask(layer.weight, sparsity),
-                    prune.ln_structured(copy.deepcopy(layer), "weight", sparsity, n=2, dim=0).weight_mask)
+        same_pruning(row_mask(layer.weight, sparsity)[:, 0],
+                     prune.ln_structured(copy.deepcopy(layer), "weight", sparsity, n=2, dim=0).weight_mask[:, 0],
+                     layer.weight.detach().norm(dim=1))
         for layer in hidden_layers)
-    rows.append((sparsity, same_global, same_layer, same_rows))
+    rows.append((sparsity, same_global, same_layer, same_rows, tied_at_threshold(ours, magnitudes), identical))
     assert same_global and same_layer and same_rows
 show_table(("sparsity", "global = prune.global_unstructured", "per layer = prune.l1_unstructured",
-            "rows = prune.ln_structured"), rows)
+            "rows = prune.ln_structured", "weights tied at the global threshold", "global masks identical"), rows)
 
 # %% [markdown]
-# Ties: `prune` picks the k smallest with `torch.topk`, which makes no promise about which of several equal
-# values it returns; with trained float weights ties almost never happen, so the masks agree. Our rule is
-# deterministic, which a test (or a lab) can rely on:
+# Our rule is deterministic, which a test (or a lab) can rely on:
 
 # %%
 w_ties = torch.tensor([[0.5, -0.1, 0.1], [0.1, 2.0, -0.5]])
@@ -685,6 +725,9 @@ fig
 # **`torch.export`** traces the forward pass once with an example input and returns an `ExportedProgram`: an FX
 # graph of ATen operations, the parameters, and the input shapes it is valid for. A batch dimension declared
 # dynamic (`torch.export.Dim`) stays symbolic, so any batch size in its range works.
+#
+# The program records the device its weights were on. We export the CPU copy because the ONNX Runtime part
+# below runs on the CPU; a model on a GPU exports the same way, and its program then runs on that GPU.
 
 # %%
 export_model = copy.deepcopy(teacher_cpu).eval()     # eval mode, or dropout/batch norm export as in training

@@ -487,7 +487,8 @@ def mlp_with_softmax() -> nn.Module:
 history_broken = healthy(make_model=mlp_with_softmax).train(NUM_EPOCHS, device=device)
 table(broken=history_broken, fixed=history_healthy)
 print(f"lowest possible loss with probabilities as logits: {-math.log(math.e / (math.e + 9)):.3f}")
-assert min(history_broken["train_loss"]) > -math.log(math.e / (math.e + 9))
+# the bound is reached only by a one-hot output, and float32 rounds it to 2e-9 below the exact value
+assert min(history_broken["train_loss"]) > -math.log(math.e / (math.e + 9)) - 1e-6
 twins(history_broken, history_healthy, "softmax before cross-entropy")
 
 # %%

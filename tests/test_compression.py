@@ -68,6 +68,24 @@ def row_mask(weight, amount):
     return keep[:, None].expand_as(weight).clone()
 
 
+def same_pruning(ours, theirs, scores):
+    pruned_ours, pruned_theirs = ours == 0, theirs == 0
+    if int(pruned_ours.sum()) != int(pruned_theirs.sum()):
+        return False
+    if not pruned_ours.any():
+        return True
+    free = scores == scores[pruned_ours].max()
+    return torch.equal(pruned_ours[~free], pruned_theirs[~free])
+
+
+def tied_at_threshold(mask, scores):
+    pruned = mask == 0
+    if not pruned.any() or pruned.all():
+        return 0
+    tied = scores == scores[pruned].max()
+    return int(tied.sum()) if (tied & ~pruned).any() else 0
+
+
 def linears(model):
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
@@ -213,6 +231,45 @@ def test_ties_are_pruned_in_flattened_order():
     assert torch.equal(magnitude_masks([same], 0.3)[0], torch.tensor([[0.0, 0.0, 0.0, 1, 1], [1, 1, 1, 1, 1]]))
 
 
+def _tied_weights(seed, shape=(12, 10)):
+    """Weights with many exactly equal magnitudes (a few distinct values, both signs)."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randint(1, 6, shape, generator=gen) * (2 * torch.randint(0, 2, shape, generator=gen) - 1)).float()
+
+
+def test_topk_breaks_ties_its_own_way_and_same_pruning_allows_exactly_that():
+    # what failed at full scale: prune (torch.topk) and our stable sort pick different members of a tie that
+    # straddles the threshold; both masks prune a correct set
+    differed = straddled = 0
+    for seed in range(20):
+        w = _tied_weights(seed)
+        ours = magnitude_masks([w], 0.5)[0]
+        theirs = prune.l1_unstructured(nn.Linear(10, 12), "weight", 0.5, importance_scores=w.abs()).weight_mask
+        differed += not torch.equal(ours, theirs)
+        assert same_pruning(ours, theirs, w.abs())
+        if tied_at_threshold(ours, w.abs()):                           # a tie straddles the threshold
+            straddled += 1
+            threshold = w.abs().flatten().sort().values[round(0.5 * w.numel()) - 1]
+            all_ties = (w.abs() > threshold).float()                   # prunes every tied weight: too many
+            assert not same_pruning(ours, all_ties, w.abs())
+        wrong = ours.clone().flatten()
+        kept_large, pruned_small = w.abs().flatten().argmax(), w.abs().flatten().argmin()
+        wrong[kept_large], wrong[pruned_small] = 0.0, 1.0                # same count, a wrong choice
+        assert not same_pruning(ours, wrong.view_as(ours), w.abs())
+    assert straddled > 10 and differed > 0, "topk should pick other tied entries than a stable sort at times"
+
+
+def test_same_pruning_for_rows_and_the_untied_case():
+    w = torch.tensor([[3.0, 4.0], [0.0, 5.0], [1.0, 1.0], [5.0, 0.0]])      # row norms 5, 5, 1.41, 5
+    ours = row_mask(w, 0.5)[:, 0]                                     # row 2, then the first tied row (0)
+    assert torch.equal(ours, torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert same_pruning(ours, torch.tensor([1.0, 0.0, 0.0, 1.0]), w.norm(dim=1))   # another tied row: fine
+    assert not same_pruning(ours, torch.tensor([0.0, 0.0, 1.0, 1.0]), w.norm(dim=1))  # keeps the smallest
+    x = torch.tensor([0.3, 0.1, 0.2])
+    assert same_pruning(torch.ones(3), torch.ones(3), x) and tied_at_threshold(torch.ones(3), x) == 0
+    assert not same_pruning(torch.tensor([1.0, 0.0, 1.0]), torch.ones(3), x)
+
+
 @pytest.mark.parametrize("amount", [0.0, 0.3, 0.5, 0.75, 1.0])
 def test_row_mask_matches_ln_structured(amount):
     for layer in linears(_mlp(6))[:-1]:
@@ -311,3 +368,58 @@ def test_onnx_export_runs_in_onnxruntime_with_dynamic_batch(tmp_path):
         with torch.no_grad():
             expected = model(X).numpy()
         assert out.shape == (n, 10) and np.allclose(out, expected, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------ on a GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_masks_on_cuda_prune_what_torch_prune_prunes():
+    # the mask code is device-agnostic; on CUDA, torch.topk breaks ties its own way too, so compare with
+    # same_pruning (exact outside the tie at the threshold)
+    model = _mlp(5).cuda()
+    weights = [layer.weight for layer in linears(model)] + [_tied_weights(3).cuda()]
+    for sparsity in (0.3, 0.7, 0.9):
+        for w, mask in zip(weights, magnitude_masks(weights, sparsity, "layer")):
+            assert mask.device.type == "cuda"
+            theirs = prune.l1_unstructured(nn.Linear(w.shape[1], w.shape[0]).cuda(), "weight", sparsity,
+                                           importance_scores=w.detach().abs()).weight_mask
+            assert same_pruning(mask, theirs, w.detach().abs())
+        reference = copy.deepcopy(model)
+        prune.global_unstructured([(layer, "weight") for layer in linears(reference)],
+                                  pruning_method=prune.L1Unstructured, amount=sparsity)
+        ours = torch.cat([m.flatten() for m in magnitude_masks(weights[:-1], sparsity)])
+        theirs = torch.cat([layer.weight_mask.flatten() for layer in linears(reference)])
+        assert same_pruning(ours, theirs, torch.cat([w.detach().abs().flatten() for w in weights[:-1]]))
+        for layer in linears(model)[:-1]:
+            theirs = prune.ln_structured(copy.deepcopy(layer), "weight", sparsity, n=2, dim=0).weight_mask
+            assert same_pruning(row_mask(layer.weight, sparsity)[:, 0], theirs[:, 0], layer.weight.detach().norm(dim=1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_export_of_a_cuda_model_runs_on_cuda(tmp_path):
+    model = _mlp(11).cuda()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(model, (torch.randn(4, 64, device="cuda"),), dynamic_shapes=({0: batch},))
+    torch.export.save(exported, tmp_path / "m.pt2")
+    reloaded = torch.export.load(tmp_path / "m.pt2")
+    X = torch.randn(33, 64, device="cuda")
+    with torch.no_grad():
+        out = reloaded.module()(X)
+        assert out.device.type == "cuda"
+        # the same kernels on the same device; a tolerance only in case the graph fuses differently
+        assert torch.allclose(out, model(X), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dynamic_int8_is_a_cpu_feature_so_notebook_12_quantises_a_cpu_copy():
+    model = _mlp(13)
+    X = torch.randn(16, 64)
+    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    with torch.no_grad():
+        assert torch.allclose(int8(X), model(X), atol=0.1)               # the CPU copy works
+    with pytest.raises((RuntimeError, NotImplementedError)):           # no CUDA kernel for quantised linears
+        with torch.no_grad():
+            torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cuda(), {nn.Linear},
+                                                   dtype=torch.qint8)(X.cuda())
