@@ -767,8 +767,9 @@ print(f"\nthe inference graph again after torch._dynamo.reset(): {recompile_s[0]
 # optimizer's updates) as its own kernel, reading and writing its whole tensor from GPU memory, and the CPU pays
 # Python and dispatch costs to launch each one; Inductor fuses chains of them into single Triton kernels. Expect
 # the compiled training step to be clearly faster at `full` scale, by how much depends on the GPU, and a first
-# call of tens of seconds (more when many notebooks compile at once). Long training runs amortise the compile
-# time; short experiments, notebooks and tests usually do not.
+# call that costs as much as many eager steps (the "first call s" column; more when other programs compete
+# for the CPU, where compiling runs). Long training runs amortise the compile time; short experiments,
+# notebooks and tests usually do not.
 #
 # ### Graph breaks
 # TorchDynamo can only capture code it understands as tensor operations. Anything that needs a concrete value
