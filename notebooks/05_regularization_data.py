@@ -22,13 +22,16 @@
 # - Stop training early with a callback for `dlcourse.fit` that restores the best weights.
 # - Augment images per item with `torchvision.transforms.v2`; mix images and labels with mixup and CutMix.
 # - Handle class imbalance with a weighted loss and with a weighted sampler, and know how the two differ.
-# - Measure `DataLoader` throughput for `num_workers`, `pin_memory` and `persistent_workers`.
+# - Measure `DataLoader` throughput for `num_workers`, `pin_memory` and `persistent_workers`, with worker
+#   processes started safely (never `fork` after CUDA) from a Dataset class that lives in a module.
 #
 # **Prerequisites:** notebook 01 (training loop, `dlcourse.fit`, cross-entropy); a convolutional network as a
 # black box (`dlcourse.models.SmallCNN`).
 #
 # **Time:** seconds at `smoke`; a few minutes at `small` on a laptop CPU; at `full` the same experiments run
-# longer on a GPU. The last cell prints how long this run took on your machine.
+# longer on a GPU, and the augmentation experiments of sections 6 and 7 use real photos (Fashion-MNIST, about
+# 30 MB, downloaded once into a cache; `DLCOURSE_OFFLINE=1` keeps the offline shapes). The last cell prints how
+# long this run took on your machine.
 
 # %%
 import importlib.util
@@ -40,6 +43,7 @@ if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course
                     "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
 
 import copy
+import inspect
 import multiprocessing
 import time
 import warnings
@@ -50,10 +54,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, WeightedRandomSampler, default_collate
+from torch.utils.data import DataLoader, Subset, TensorDataset, WeightedRandomSampler, default_collate
 from torchvision.transforms import v2
 
 import dlcourse
+from dlcourse.data import Augmented
 
 cfg = dlcourse.setup(seed=0)
 device = cfg.device
@@ -431,68 +436,77 @@ fig
 #
 # ## 6. Data augmentation
 # Augmentation creates new training examples from old ones by transformations that cannot change the label.
-# Which transformations qualify depends on the task. For the shapes (circle, ring, square, triangle, cross,
-# star), a flipped, rotated, shifted, rescaled or recoloured shape is the same shape; for digits a flip or a
-# half turn would change some labels (a 6 turned upside down is a 9).
+# Which transformations qualify depends on the task:
+# - **shapes** (circle, ring, square, triangle, cross, star; the offline data of `smoke` and `small` scale): a
+#   flipped, rotated, shifted, rescaled or recoloured shape is the same shape.
+# - **Fashion-MNIST** (grey 28×28 photos of clothes in ten classes; the real data of `full` scale, downloaded
+#   once with a checksum and then read from a cache): a mirrored shirt is still a shirt, and a slightly shifted,
+#   tilted or rescaled one too; but clothes are photographed upright, so an upside-down trouser is an image the
+#   model will never be asked about, and flips along the other axis or large rotations only waste capacity.
+# - **digits**: even a flip or a half turn would change some labels (a 6 turned upside down is a 9).
 #
 # `torchvision.transforms.v2` applies such transformations to a tensor image (C, H, W). We apply them **per
 # item**, inside `__getitem__`, so every epoch sees new random versions of each image.
 
 # %%
-n_shapes = cfg.pick(smoke=256, small=300, full=500)
-shapes = dlcourse.data.shapes(n_train=n_shapes, n_val=cfg.pick(smoke=128, small=500, full=2000),
-                              n_test=10, seed=cfg.seed)
+n_images = cfg.pick(smoke=256, small=300, full=500)          # training images: few, so that models overfit
+n_val_images = cfg.pick(smoke=128, small=500, full=2000)
+images = dlcourse.data.real_or_offline(
+    cfg, "fashion-mnist", n_train=n_images, n_val=n_val_images, n_test=10,
+    offline=lambda: dlcourse.data.shapes(n_train=n_images, n_val=n_val_images, n_test=10, seed=cfg.seed))
+print(images)
 
-augment = v2.Compose([
-    v2.RandomHorizontalFlip(),
-    v2.RandomVerticalFlip(),
-    v2.RandomAffine(degrees=180, translate=(0.1, 0.1), scale=(0.8, 1.15)),   # fills with black (near the background)
-    v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05),
-])
+label_preserving = {
+    "shapes": v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.RandomAffine(degrees=180, translate=(0.1, 0.1), scale=(0.8, 1.15)),  # fills with black, near the background
+        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05),
+    ]),
+    "Fashion-MNIST": v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),    # the background is black too
+    ]),
+}
+augment = label_preserving[images.name]
 
+# %% [markdown]
+# The wrapper that applies a transform on every read is a small `Dataset`. It lives in `dlcourse.data` rather
+# than here, for a reason section 9 explains (worker processes must be able to import it). Its whole source:
 
-class Augmented(Dataset):
-    """Wraps a dataset of (X, y) pairs and applies ``transform`` to X each time an item is read."""
+# %%
+print(inspect.getsource(Augmented))
 
-    def __init__(self, base: Dataset, transform) -> None:
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int):
-        X, y = self.base[i]                 # X: (3, 32, 32) float in [0, 1]
-        return self.transform(X), y
-
-
-augmented = Augmented(shapes.train, augment)
+# %%
+augmented = Augmented(images.train, augment)
 torch.manual_seed(cfg.seed)
 n_show, n_views = 4, 7
 grid, grid_labels = [], []
 for i in range(n_show):
-    X, y = shapes.train[i]
+    X, y = images.train[i]
     views = [augmented[i][0] for _ in range(n_views)]
     grid += [X] + views
     grid_labels += [y] * (n_views + 1)
     assert all(v.shape == X.shape and v.dtype == X.dtype for v in views)
     assert all(not torch.equal(v, X) for v in views) and not torch.equal(views[0], views[1])
 print("each row: the original image, then", n_views, "augmented views of it")
-dlcourse.viz.image_grid(torch.stack(grid), labels=grid_labels, classes=shapes.classes, ncols=n_views + 1)
+dlcourse.viz.image_grid(torch.stack(grid), labels=grid_labels, classes=images.classes, ncols=n_views + 1)
 
 # %% [markdown]
-# Train `SmallCNN` on the same few shapes with and without augmentation. The learning rate follows a cosine
+# Train `SmallCNN` on the same few images with and without augmentation. The learning rate follows a cosine
 # schedule down to zero, so that the last epoch's numbers are settled rather than a snapshot of a noisy run.
 # `train_cnn` accepts a `collate_fn` for the next section.
 
 # %%
 num_epochs_cnn = cfg.pick(smoke=2, small=40, full=100)
-cnn_val_loader = DataLoader(shapes.val, batch_size=256)
+cnn_val_loader = DataLoader(images.val, batch_size=256)
+in_channels = images.train[0][0].shape[0]                      # 3 for shapes, 1 for Fashion-MNIST
 
 
 def train_cnn(train_set, *, collate_fn=None, seed: int = cfg.seed):
-    """SmallCNN trained with AdamW on ``train_set`` (shapes), validated on the shapes' val split."""
+    """SmallCNN trained with AdamW on ``train_set``, validated on the val split of ``images``."""
     torch.manual_seed(seed)
-    model = dlcourse.models.SmallCNN(in_channels=3, num_classes=len(shapes.classes)).to(device)
+    model = dlcourse.models.SmallCNN(in_channels=in_channels, num_classes=len(images.classes)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_epochs_cnn)
     loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_fn,
@@ -502,7 +516,7 @@ def train_cnn(train_set, *, collate_fn=None, seed: int = cfg.seed):
     return model, history
 
 
-cnn_results = {"plain": train_cnn(shapes.train), "augmented": train_cnn(augmented)}
+cnn_results = {"plain": train_cnn(images.train), "augmented": train_cnn(augmented)}
 for name, (model, h) in cnn_results.items():
     print(f"{name:>10}: train loss {h['train_loss'][0]:.3f} -> {h.last['train_loss']:.3f}, "
           f"val accuracy {h.last['val_acc']:.1%}")
@@ -539,8 +553,8 @@ def mixup(X: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float = 0.4
 # read the $\lambda$ it drew from its soft labels and give ours the same $\lambda$ and pairing:
 
 # %%
-X, y = default_collate([shapes.train[i] for i in range(8)])      # (8, 3, 32, 32), (8,)
-C = len(shapes.classes)
+X, y = default_collate([images.train[i] for i in range(8)])      # (8, C, H, W), (8,)
+C = len(images.classes)
 torch.manual_seed(cfg.seed)
 X_tv, y_tv = v2.MixUp(alpha=0.4, num_classes=C)(X, y)
 i = next(i for i in range(len(y)) if y[i] != y[i - 1])           # an example whose partner has another class
@@ -566,18 +580,25 @@ assert torch.allclose(soft, blend, atol=1e-6)
 # %%
 torch.manual_seed(cfg.seed)
 X_cut, y_cut = v2.CutMix(alpha=1.0, num_classes=C)(X, y)
-kept = (X_cut == X).all(dim=1).float().mean(dim=(1, 2))          # (8,) fraction of pixels from the image itself
+# To count the pixels each image kept, run the same CutMix (same seed: the box does not depend on the pixels)
+# on images tagged by an offset of 10 per image, so a pasted pixel can never equal the one it replaced (two
+# untagged images may share pixel values, e.g. a black background).
+tags = 10.0 * torch.arange(len(X)).reshape(-1, 1, 1, 1)          # (8, 1, 1, 1)
+torch.manual_seed(cfg.seed)
+X_cut_tagged, _ = v2.CutMix(alpha=1.0, num_classes=C)(X + tags, y)
+kept = (X_cut_tagged == X + tags).all(dim=1).float().mean(dim=(1, 2))   # (8,) fraction of pixels kept
 for i in range(len(y)):
     if y[i] != y[i - 1]:
         assert abs(kept[i].item() - y_cut[i, y[i]].item()) < 1e-6, "label weight = fraction of pixels kept"
 
 X_mix, y_mix = mixup(X, y, C, lam=0.6, perm=torch.arange(len(y)).roll(1))   # a clearly visible blend
 fig, axes = plt.subplots(2, 8, figsize=(12, 3.6))
-for row, (images, soft_labels, title) in enumerate(((X_mix, y_mix, "mixup, λ = 0.6"), (X_cut, y_cut, "CutMix"))):
+for row, (batch, soft_labels, title) in enumerate(((X_mix, y_mix, "mixup, λ = 0.6"), (X_cut, y_cut, "CutMix"))):
     for i, ax in enumerate(axes[row]):
-        ax.imshow(images[i].permute(1, 2, 0).clamp(0, 1).numpy())
+        picture = batch[i].permute(1, 2, 0).clamp(0, 1).numpy()                # (H, W, C)
+        ax.imshow(picture[:, :, 0] if picture.shape[2] == 1 else picture, cmap="gray")
         top = soft_labels[i].topk(2)
-        ax.set_title("\n".join(f"{shapes.classes[k]} {w:.2f}" for w, k in zip(top.values, top.indices) if w > 0),
+        ax.set_title("\n".join(f"{images.classes[k]} {w:.2f}" for w, k in zip(top.values, top.indices) if w > 0),
                      fontsize=8)
         ax.axis("off")
     axes[row, 0].text(-0.15, 0.5, title, transform=axes[row, 0].transAxes, rotation=90, va="center")
@@ -592,8 +613,8 @@ fig
 
 # %%
 cutmix = v2.CutMix(alpha=1.0, num_classes=C)
-cnn_results["mixup"] = train_cnn(shapes.train, collate_fn=lambda batch: mixup(*default_collate(batch), C))
-cnn_results["CutMix"] = train_cnn(shapes.train, collate_fn=lambda batch: cutmix(*default_collate(batch)))
+cnn_results["mixup"] = train_cnn(images.train, collate_fn=lambda batch: mixup(*default_collate(batch), C))
+cnn_results["CutMix"] = train_cnn(images.train, collate_fn=lambda batch: cutmix(*default_collate(batch)))
 
 print(f"{'':>10} | {'final val acc':>13} | {'best val acc':>12} | {'final val loss':>14}")
 for name, (model, h) in cnn_results.items():
@@ -603,7 +624,7 @@ assert cnn_results["mixup"][1].last["train_acc"] is None          # soft labels:
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for name, (model, h) in cnn_results.items():
     ax.plot(h["epoch"], h["val_acc"], "-o", markersize=3, label=name)
-ax.set(xlabel="epoch", ylabel="val accuracy", title=f"SmallCNN on {n_shapes} shapes")
+ax.set(xlabel="epoch", ylabel="val accuracy", title=f"SmallCNN on {n_images} {images.name} images")
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
 plt.close(fig)
@@ -723,30 +744,39 @@ assert recalls["plain"][:5].mean() > recalls["plain"][7:].mean(), "the rare clas
 #   asynchronous (`.to(device, non_blocking=True)`). Without a GPU it has nothing to speed up.
 # - `persistent_workers=True` keeps the workers alive between epochs instead of starting new ones each epoch.
 #
-# The `Augmented` dataset from section 6 makes `__getitem__` deliberately costly (four random transforms per
-# image). We time whole epochs, including the copy to `device`, for each setting.
+# The shapes with section 6's four random transforms per image make `__getitem__` deliberately costly. We time
+# whole epochs, including the copy to `device`, for each setting.
 #
-# **Workers and where the Dataset class lives.** Worker processes need the dataset object. With the `fork`
-# start method (Linux) each worker is a copy of this kernel, so a class defined in the notebook works as is;
-# we ask for `fork` explicitly on Linux (Python 3.14 changes the Linux default). With `spawn` (the default on
-# macOS and Windows) a worker starts a fresh Python that cannot find classes defined in a notebook; there the
-# class must live in an importable `.py` module, and this cell skips the worker rows and says why.
+# **Workers, start methods, and where the Dataset class lives.** Each worker is a separate process that needs
+# the dataset object. How it gets it depends on how the process is started:
+# - `fork` (the default on Linux before Python 3.14) copies this whole process. That is unsafe once the process
+#   has used CUDA or run a backward pass: the copy inherits a GPU driver state and background threads that do
+#   not survive the copy, and a forked worker can hang or crash. In a notebook that has touched the GPU, a
+#   forked `DataLoader` worker is exactly that situation.
+# - `forkserver` and `spawn` (the default on macOS and Windows) start workers from a fresh process that never
+#   used CUDA, and send them the dataset **pickled**. Unpickling imports each object's class by its module and
+#   name, so the class must live in an importable `.py` module: a class defined in a notebook cell exists only
+#   in this kernel. That is why `Augmented` lives in `dlcourse.data`.
+#
+# `dlcourse.data.worker_context()` returns the safe start method (`forkserver` where it exists, else `spawn`);
+# its fork server imports torch once, so each worker starts in milliseconds instead of importing torch again.
+# `Splits.loaders(num_workers=...)` and `dlcourse.data.make_loaders` use it too.
 
 # %%
-n_items = cfg.pick(smoke=256, small=1024, full=8192)
+n_items = cfg.pick(smoke=256, small=1024, full=2048)
 loader_batch = 64
 epochs_timed = cfg.pick(smoke=2, small=3, full=3)
-costly = Augmented(Subset(dlcourse.data.shapes(n_train=n_items, n_val=1, n_test=1, seed=1).train, range(n_items)),
-                   augment)
-fork_ok = sys.platform.startswith("linux") or multiprocessing.get_start_method(allow_none=True) == "fork"
-context = "fork" if sys.platform.startswith("linux") else None
+costly = Augmented(dlcourse.data.shapes(n_train=n_items, n_val=1, n_test=1, seed=1).train,
+                   label_preserving["shapes"])
+context = dlcourse.data.worker_context()
+print("worker start method:", context.get_start_method())
 
 
 def time_epochs(num_workers: int, pin_memory: bool, persistent_workers: bool) -> list[float]:
     """Seconds per epoch (and per batch count) for one DataLoader setting."""
     loader = DataLoader(costly, batch_size=loader_batch, shuffle=True, num_workers=num_workers,
                         pin_memory=pin_memory, persistent_workers=persistent_workers,
-                        multiprocessing_context=context if num_workers > 0 else None)
+                        multiprocessing_context=context if num_workers > 0 else None)   # never fork
     seconds = []
     for _ in range(epochs_timed):
         start, batches = time.perf_counter(), 0
@@ -770,10 +800,6 @@ print(f"{'num_workers':>11} | {'pin_memory':>10} | {'persistent':>10} | {'epoch 
       f"{'later epochs (s)':>16} | {'batches/s':>9}")
 measured = 0
 for num_workers, pin, persistent in settings:
-    if num_workers > 0 and not fork_ok:
-        print(f"{num_workers:>11} | skipped: start method {multiprocessing.get_start_method()!r} cannot use a "
-              "Dataset class defined in a notebook")
-        continue
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -788,14 +814,15 @@ for num_workers, pin, persistent in settings:
     print(f"{num_workers:>11} | {pin!s:>10} | {persistent!s:>10} | {seconds[0]:>11.3f} | {later:>16.3f} | "
           f"{rate:>9.1f}{note}")
     measured += 1
-assert measured >= 2
+assert measured >= 4
 
 # %% [markdown]
 # How to read the table on your machine:
 # - Workers help when `__getitem__` costs more than the training step can hide, and only up to the number of
 #   free CPU cores: on a 2-core machine the training process and two workers compete for the same two cores.
 # - Starting workers costs time at the beginning of every epoch (see epoch 1 against later epochs);
-#   `persistent_workers=True` pays it once.
+#   `persistent_workers=True` pays it once. The first row with workers also pays, once, for starting the fork
+#   server, which imports torch.
 # - `pin_memory` matters only when batches are copied to a CUDA GPU; on a CPU it is ignored with a warning.
 # - Each worker runs PyTorch with one thread, while the main process uses `torch.get_num_threads()` threads;
 #   on a busy machine, threads competing for cores can make the `num_workers=0` rows slower than you expect.

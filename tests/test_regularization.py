@@ -216,6 +216,29 @@ def test_cutmix_label_weight_is_fraction_of_pixels_kept():
         assert abs(kept[i].item() - y_cut[i, y[i]].item()) < 1e-6
 
 
+def test_cutmix_pixels_kept_counted_with_tags_on_black_backgrounds():
+    """Notebook 05's count on images that share pixel values (black backgrounds, as in Fashion-MNIST): comparing
+    raw pixels overcounts what was kept; tagging image i with an offset 10 i counts it exactly."""
+    X = torch.zeros(8, 1, 16, 16)
+    X[:, :, 6:10, 6:10] = torch.rand(8, 1, 4, 4) + 0.1            # a small object on a black background
+    y = torch.arange(8) % 4
+    tags = 10.0 * torch.arange(8).reshape(-1, 1, 1, 1)
+    overcounted = False
+    for seed in range(5):
+        torch.manual_seed(seed)
+        X_cut, y_cut = v2.CutMix(alpha=1.0, num_classes=4)(X, y)
+        torch.manual_seed(seed)
+        X_tagged, _ = v2.CutMix(alpha=1.0, num_classes=4)(X + tags, y)
+        assert torch.allclose(X_tagged - X_tagged.div(10).floor() * 10, X_cut, atol=1e-5)   # the same box
+        kept = (X_tagged == X + tags).all(dim=1).float().mean(dim=(1, 2))
+        raw = (X_cut == X).all(dim=1).float().mean(dim=(1, 2))
+        overcounted |= bool((raw > kept + 1e-6).any())
+        for i in range(8):
+            if y[i] != y[i - 1]:
+                assert abs(kept[i].item() - y_cut[i, y[i]].item()) < 1e-6
+    assert overcounted, "the untagged count should overcount on black backgrounds"
+
+
 def _record(epoch, val_loss):
     return {"epoch": epoch, "train_loss": 0.0, "train_acc": 1.0, "val_loss": val_loss, "val_acc": 0.0, "lr": 0.1,
             "seconds": 0.0}
