@@ -25,15 +25,21 @@
 #   float32.
 # - Write dynamic loss scaling (scale, unscale, inf/NaN check, skipped step, backoff, growth) and match
 #   `torch.amp.GradScaler` step for step.
-# - Use the device-agnostic recipe (float16 + `GradScaler` on CUDA, bfloat16 elsewhere), then
-#   `dlcourse.fit(..., amp=True)`.
-# - Measure the time and memory of a training step in each precision on the machine you run on.
+# - Use the device-agnostic recipe (bfloat16 where the hardware computes it natively, float16 + `GradScaler`
+#   otherwise), then `dlcourse.fit(..., amp=True)`.
+# - Explain TF32, PyTorch's defaults for it (matmuls off, cuDNN convolutions on), switch it, and measure its
+#   error against float64.
+# - Measure the time and memory of a transformer's training step in float32 (TF32 off and on), bfloat16 and
+#   float16 on the machine you run on.
 #
 # **Prerequisites:** notebook 01 (training loop, `dlcourse.fit`); notebook 03 helps
-# (`dlcourse.models.SmallCNN`); binary numbers.
+# (`dlcourse.models.SmallCNN`); notebook 06 (the GPT of section 7); binary numbers.
 #
-# **Time:** seconds at `smoke`; a minute or two at `small` on a laptop CPU; at `full`, on a GPU, the same
-# cells with larger models and batches. The last cell prints how long this run took on your machine.
+# **Time:** seconds at `smoke`; a minute or two at `small` on a laptop CPU; at `full`, on a GPU, about a
+# minute (section 7 times a transformer with d_model 1024 and 4096 tokens per step; on a CPU that size would
+# take many minutes). On Colab's T4 full scale runs too, with float16 as the recipe's choice: the T4 has
+# neither bfloat16 tensor cores nor TF32, and section 7 shows what that means. The last cell prints how long
+# this run took.
 
 # %%
 import importlib.util
@@ -45,6 +51,7 @@ if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course
                     "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
 
 import math
+import os
 import time
 
 import matplotlib.pyplot as plt
@@ -67,6 +74,11 @@ def show_table(rows: list[tuple], header: tuple) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in (header, *rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+def float32_mode() -> str:
+    """What "float32" means for timings here: the TF32 switches on CUDA (section 6); nothing on a CPU."""
+    return f"float32 with {dlcourse.config.tf32_status()}" if device.type == "cuda" else "no TF32 on a CPU"
 
 
 # %% [markdown]
@@ -518,18 +530,32 @@ fig
 # planted `inf` costs one skipped step and one halving, nothing more: the weights never see it.
 #
 # ## 5. The recipe, on any device
-# - **CUDA**: float16 autocast plus `GradScaler`, which works on every tensor-core GPU. GPUs from the Ampere
-#   generation on (`torch.cuda.is_bf16_supported()`) also run bfloat16 fast, which needs no scaler.
-# - **CPU** (and other devices): bfloat16 autocast, no scaler. float16 works on a CPU too, but most CPUs have
-#   no float16 arithmetic units (section 6 measures yours).
+# Which 16-bit format to compute in is a question about the hardware, and the answer prefers bfloat16: it has
+# float32's range, so it needs no loss scaling at all.
+# - **bfloat16** wherever the hardware computes it natively: NVIDIA GPUs from the Ampere generation on (A100,
+#   RTX 30xx and later, H100, H200), and CPUs with AVX-512 BF16 or AMX instructions. On CUDA,
+#   `torch.cuda.is_bf16_supported(including_emulation=False)` asks the GPU itself; without
+#   `including_emulation=False` the answer is also yes on older GPUs, which run bfloat16 correctly but slowly,
+#   without tensor cores.
+# - **float16 plus `GradScaler`** on GPUs that have float16 tensor cores but no bfloat16 ones (Volta's V100,
+#   Turing's T4 on Colab) and on Apple's MPS.
+# - On a **CPU**: bfloat16 (PyTorch emulates it where the instructions are missing: slower, but correct).
+#   float16 works on a CPU too, but most CPUs have no float16 arithmetic units and are many times slower in
+#   it.
 #
-# One training step covers both: a `GradScaler` created with `enabled=False` passes the loss through unchanged
-# and calls `optimizer.step()` directly, so the code has no branch.
+# One training step covers every case: a `GradScaler` created with `enabled=False` passes the loss through
+# unchanged and calls `optimizer.step()` directly, so the code has no branch.
 
 # %%
 def amp_recipe(device: torch.device) -> tuple[torch.dtype, torch.amp.GradScaler]:
     """The autocast dtype for ``device``, and a GradScaler that is active only for float16."""
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    if device.type == "cuda":
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)   # Ampere (sm_80) or newer
+        dtype = torch.bfloat16 if native_bf16 else torch.float16
+    elif device.type == "mps":
+        dtype = torch.float16
+    else:
+        dtype = torch.bfloat16
     return dtype, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
@@ -547,14 +573,19 @@ def amp_step(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor
 
 
 amp_dtype, _ = amp_recipe(device)
+assert amp_dtype == dlcourse.config.amp_dtype(device), "dlcourse.fit(amp=True) makes the same choice"
 print(f"recipe on {device.type}: autocast in {NAMES[amp_dtype]}, GradScaler "
       f"{'on' if amp_dtype == torch.float16 else 'off'}")
 if device.type == "cuda":
-    print(f"this GPU supports bfloat16: {torch.cuda.is_bf16_supported()}")
+    major, minor = torch.cuda.get_device_capability(device)
+    print(f"{torch.cuda.get_device_name(device)}, compute capability {major}.{minor}: bfloat16 native "
+          f"{torch.cuda.is_bf16_supported(including_emulation=False)}, bfloat16 at all (emulation included) "
+          f"{torch.cuda.is_bf16_supported()}")
 
 # %% [markdown]
 # Train the digits MLP with the step above in all three precisions, from the same start. float16 plus
 # `GradScaler` runs here too: the MLP is small enough that even a CPU without float16 units gets through it.
+# (The seconds column of a float32 run on a GPU depends on TF32, section 6; the table says how it was set.)
 
 # %%
 num_epochs_mlp = cfg.pick(smoke=3, small=15, full=30)
@@ -574,17 +605,19 @@ for dtype in (torch.float32, torch.bfloat16, torch.float16):
     final[dtype] = scores["acc"]
     rows.append((NAMES[dtype], "on" if scaler.is_enabled() else "off", f"{loss.item():.4f}",
                  f"{scores['acc']:.1%}", f"{seconds:.2f}"))
+print(f"digits MLP, {num_epochs_mlp} epochs on {device} ({float32_mode()})")
 show_table(rows, ("precision", "GradScaler", "last batch loss", "val accuracy", "seconds"))
 assert all(acc > cfg.pick(smoke=0.85, small=0.93, full=0.93) for acc in final.values())
 assert all(abs(final[dtype] - final[torch.float32]) < 0.05 for dtype in LOW), "same accuracy in all three"
 
 # %% [markdown]
 # All three land at the same accuracy: the mixed-precision recipe changes the arithmetic, not what the model
-# learns. (The times of this small MLP say little; section 6 times a convolutional network.)
+# learns. (The times of this small MLP say little; section 7 times a model large enough to show the hardware.)
 #
-# `dlcourse.fit` has the recipe built in: `amp=True` picks the dtype as `amp_recipe` does (or takes
-# `amp_dtype=`), wraps the forward pass and loss in autocast and uses a `GradScaler` exactly when the dtype is
-# float16. Here it trains the CNN of section 2 again, next to a float32 run:
+# `dlcourse.fit` has the recipe built in: `amp=True` takes the dtype from `dlcourse.config.amp_dtype(device)`,
+# which decides exactly as `amp_recipe` does (or takes `amp_dtype=`), wraps the forward pass and loss in
+# autocast and uses a `GradScaler` exactly when the dtype is float16. Here it trains the CNN of section 2
+# again, next to a float32 run:
 
 # %%
 rows, fit_acc = [], {}
@@ -597,28 +630,158 @@ for amp in (False, True):
     fit_acc[amp] = dlcourse.evaluate(model, test_loader)["acc"]
     rows.append((f"amp={amp}", NAMES[amp_dtype] if amp else "float32", f"{hist.last['train_loss']:.4f}",
                  f"{hist.last['val_acc']:.1%}", f"{fit_acc[amp]:.1%}", f"{sum(hist['seconds']):.1f}"))
+print(f"SmallCNN on digits, on {device} ({float32_mode()})")
 show_table(rows, ("fit", "compute dtype", "train loss", "val accuracy", "test accuracy", "seconds"))
 assert fit_acc[True] > cfg.pick(smoke=0.8, small=0.95, full=0.95)
 assert abs(fit_acc[True] - fit_acc[False]) < 0.05
 
 # %% [markdown]
-# ## 6. Time and memory per precision, measured here
-# One full training step (forward, loss, backward, optimizer step) of a `SmallCNN` on a batch of 32×32 colour
-# images, in float32, bfloat16 and float16 autocast, each timed as the best of several repeats after a warm-up
-# step (on CUDA, with `torch.cuda.synchronize()` before reading the clock, since GPU work is asynchronous).
+# ## 6. TF32: the float32 that isn't
+# NVIDIA GPUs from Ampere on (compute capability 8.0 and later) have a third option between float32 and the
+# 16-bit formats, used only *inside* matrix products: **TF32** ("TensorFloat-32"). Its numbers have float32's
+# 8 exponent bits and float16's 10 mantissa bits (19 bits in all). With TF32 switched on, a float32 matrix
+# product rounds its inputs to 10 mantissa bits, multiplies them on the tensor cores and adds the products up
+# in float32. Tensors stay float32 in memory, nothing in your code changes, and the products run several times
+# faster than on the GPU's ordinary float32 units; the price is float16's precision in every input.
+#
+# Whether a "float32" run on a GPU really is float32 therefore depends on two switches, with PyTorch defaults
+# that differ:
+#
+# - matrix products (`nn.Linear`, `@`, attention): `torch.backends.cuda.matmul.allow_tf32`, or
+#   `torch.set_float32_matmul_precision("high")`; PyTorch's default: **off** (precision `"highest"`);
+# - cuDNN convolutions: `torch.backends.cudnn.allow_tf32`; PyTorch's default: **on**.
+#
+# So a float32 CNN on an Ampere-or-newer GPU already computes its convolutions in TF32, while a float32
+# transformer does not, unless you ask. `dlcourse.config.tf32_status()` says how both are set (the environment
+# report of the setup cell prints it on CUDA). The two matmul switches are one setting: `allow_tf32 = True` is
+# `set_float32_matmul_precision("high")` (`"medium"` also allows bfloat16 inside float32 matmuls). Use one of
+# them consistently: in recent PyTorch versions, switching on with `set_float32_matmul_precision("high")` and
+# off with `allow_tf32 = False` leaves a mixed state that `torch.get_float32_matmul_precision()` refuses to
+# report. Below, every change goes through `set_float32_matmul_precision`, and the defaults are restored at
+# the end. The switches exist on every PyTorch build, so this cell runs on a CPU too; only a GPU acts on them.
+# (A container can also force TF32 on with the environment variable `TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1`; the
+# cell reports what it finds.)
+
+# %%
+saved_precision = torch.get_float32_matmul_precision()
+saved_status = dlcourse.config.tf32_status()
+print(f"now: torch.get_float32_matmul_precision() = {saved_precision!r}; {saved_status}")
+torch.backends.cuda.matmul.allow_tf32 = True
+print(f"after allow_tf32 = True: precision {torch.get_float32_matmul_precision()!r}")
+assert torch.get_float32_matmul_precision() == "high", "allow_tf32 = True is precision 'high'"
+torch.set_float32_matmul_precision("highest")
+print(f"after set_float32_matmul_precision('highest'): {dlcourse.config.tf32_status()}")
+tf32_can_be_off = not torch.backends.cuda.matmul.allow_tf32
+if not tf32_can_be_off:
+    print("TF32 stays on for matmuls: TORCH_ALLOW_TF32_CUBLAS_OVERRIDE="
+          f"{os.environ.get('TORCH_ALLOW_TF32_CUBLAS_OVERRIDE')!r} forces it in this environment")
+torch.set_float32_matmul_precision(saved_precision)
+assert dlcourse.config.tf32_status() == saved_status, "defaults restored"
+
+# %% [markdown]
+# What does TF32 cost in accuracy? Measure it against float64 on a matrix product. Any machine can *emulate*
+# TF32: round each float32 input to 10 mantissa bits (add half of the last kept bit to the bit pattern, then
+# clear the 13 dropped bits), and multiply the rounded inputs exactly. On a GPU from Ampere on, the cell also
+# runs the real thing: the same product with TF32 switched on, and a bfloat16 product for comparison. The
+# error is relative, $\lVert C - C_{64} \rVert / \lVert C_{64} \rVert$, against the product computed in
+# float64.
+
+# %%
+def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
+    """float32 values rounded to TF32's 10 mantissa bits (to nearest, ties away from zero), still float32."""
+    bits = x.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)   # + half the lowest kept bit, clear 13 bits
+
+
+n_mm = cfg.pick(smoke=512, small=1024, full=1024)
+gen = torch.Generator().manual_seed(cfg.seed)
+A64 = torch.randn(n_mm, n_mm, generator=gen, dtype=torch.float64).to(device)     # (n, n)
+B64 = torch.randn(n_mm, n_mm, generator=gen, dtype=torch.float64).to(device)
+C64 = A64 @ B64                                                                   # the reference
+A32, B32 = A64.float(), B64.float()
+
+
+def rel_error(C: torch.Tensor) -> float:
+    return ((C.double() - C64).norm() / C64.norm()).item()
+
+
+torch.set_float32_matmul_precision("highest")
+errors = {"float32 (IEEE)": rel_error(A32 @ B32),
+          "TF32, emulated (inputs rounded to 10 bits)": rel_error(round_to_tf32(A32).double()
+                                                                  @ round_to_tf32(B32).double()),
+          "float16 inputs, emulated": rel_error(A32.half().double() @ B32.half().double()),
+          "bfloat16 inputs, emulated": rel_error(A32.bfloat16().double() @ B32.bfloat16().double())}
+has_tf32 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+if has_tf32:
+    torch.set_float32_matmul_precision("high")
+    errors["TF32 on this GPU (precision 'high')"] = rel_error(A32 @ B32)
+    torch.set_float32_matmul_precision("highest")
+    errors["bfloat16 matmul on this GPU"] = rel_error(A32.bfloat16() @ B32.bfloat16())
+torch.set_float32_matmul_precision(saved_precision)
+print(f"({n_mm} x {n_mm}) @ ({n_mm} x {n_mm}) on {device}, relative error against float64:")
+show_table([(name, f"{e:.2e}", f"{e / errors['float32 (IEEE)']:.0f}x") for name, e in errors.items()],
+           ("product", "relative error", "vs float32"))
+assert errors["TF32, emulated (inputs rounded to 10 bits)"] > 30 * errors["float32 (IEEE)"]
+tf32_vs_fp16 = errors["TF32, emulated (inputs rounded to 10 bits)"] / errors["float16 inputs, emulated"]
+assert abs(tf32_vs_fp16 - 1) < 0.1, "TF32 keeps float16's 10 mantissa bits"
+if has_tf32 and tf32_can_be_off:
+    tf32_error = errors["TF32 on this GPU (precision 'high')"]
+    assert 10 * errors["float32 (IEEE)"] < tf32_error < 1e-2, "the GPU used TF32: float16-like input rounding"
+assert dlcourse.config.tf32_status() == saved_status, "defaults restored"
+
+# %% [markdown]
+# TF32's error is float16's (same 10 mantissa bits) and hundreds of times float32's, yet still a few parts in
+# ten thousand (the table's second row): negligible for training, where gradient noise is far larger, which is
+# why frameworks such as JAX use it by default. It matters where float32 is used *for* its precision: solving
+# ill-conditioned linear systems, checking gradients numerically, comparing two implementations to 1e-6.
+# bfloat16 inputs lose about eight times more. On a GPU the measured TF32 error is close to the emulated one;
+# where the two differ, the hardware rounds differently (some GPUs truncate the dropped bits instead of
+# rounding them).
+#
+# ## 7. Time and memory per precision: a transformer step
+# Tensor cores pay off only when the matrix products are large. A small CNN on 32×32 images is dominated by
+# fixed costs per operation (launching a GPU kernel, Python, the dispatcher), which no number format reduces:
+# its step takes about as long in every precision. So this section times one training step of a transformer,
+# the course's `dlcourse.models.GPT`, whose time goes into products of shape (tokens × d_model) @ (d_model ×
+# 4·d_model). At `full` scale, d_model is 1024 and a step processes 4096 tokens: products of 4096 × 1024 by
+# 1024 × 4096, large enough to keep a GPU's tensor cores busy. The tokens are random: only the time and the
+# memory matter here.
+#
+# Each step is timed as the best of several repeats after two warm-up steps, on CUDA with
+# `torch.cuda.synchronize()` before each clock reading (GPU work is asynchronous). Every precision is timed
+# once per round, in turn, so that a change in the machine's load hits them all alike. On a GPU the table has
+# four timed rows: float32 with TF32 off (true float32), float32 with TF32 on, bfloat16 autocast (left out on
+# a GPU without bfloat16 tensor cores), and float16 autocast with a `GradScaler`. On a CPU it has two: TF32
+# does not exist there, and float16 would be many times slower than float32 for lack of arithmetic units (its
+# memory is measured, its time is not).
 #
 # Memory: autocast does not shrink the parameters (they stay float32); it shrinks the *activations*, the
 # tensors autograd saves for the backward pass. `dlcourse.memory.saved_tensor_bytes` counts them on any
 # device; on CUDA, `dlcourse.memory.peak_memory` also reports the allocator's peak
-# (`torch.cuda.max_memory_allocated`) for the whole step.
+# (`torch.cuda.max_memory_allocated`) for the forward and backward pass.
 
 # %%
-batch_size = cfg.pick(smoke=16, small=64, full=256)
-width = cfg.pick(smoke=16, small=32, full=64)
-repeats = cfg.pick(smoke=3, small=5, full=20)
+d_model = cfg.pick(smoke=64, small=256, full=1024)
+num_heads = cfg.pick(smoke=4, small=4, full=16)
+num_layers = cfg.pick(smoke=2, small=2, full=4)
+batch_size, seq_len = cfg.pick(smoke=(8, 32), small=(8, 128), full=(8, 512))
+vocab_size = 128
+repeats = cfg.pick(smoke=3, small=3, full=10)
+
+torch.manual_seed(cfg.seed)
+gpt = nn.Sequential(dlcourse.models.GPT(vocab_size, seq_len, d_model=d_model, num_heads=num_heads,
+                                        num_layers=num_layers),
+                    nn.Flatten(0, 1)).to(device)                    # (B, T) -> (B*T, vocab) logits
+gpt_optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4)
 gen = torch.Generator().manual_seed(cfg.seed)
-X_img = torch.rand(batch_size, 3, 32, 32, generator=gen).to(device)       # (B, 3, 32, 32)
-y_img = torch.randint(0, 6, (batch_size,), generator=gen).to(device)      # (B,)
+tokens = torch.randint(0, vocab_size, (batch_size, seq_len), generator=gen).to(device)        # (B, T)
+targets = torch.randint(0, vocab_size, (batch_size * seq_len,), generator=gen).to(device)    # (B*T,)
+n_params = dlcourse.models.count_parameters(gpt)
+# training FLOPs per token: 6 per weight of the matrix products, plus attention's T x T products (notebook 06)
+step_flops = batch_size * seq_len * dlcourse.models.transformer_training_flops(gpt[0], seq_len)
+print(f"GPT: d_model {d_model}, {num_layers} layers, {n_params / 1e6:.1f} M parameters; "
+      f"{batch_size} x {seq_len} = {batch_size * seq_len} tokens per step; "
+      f"about {step_flops / 1e9:.3g} GFLOP per training step")
 
 
 def sync() -> None:
@@ -626,81 +789,99 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def time_step(dtype: torch.dtype, repeats: int, X: torch.Tensor, y: torch.Tensor) -> float:
-    """Best-of-``repeats`` seconds of one training step on (X, y) of a fresh SmallCNN in ``dtype``."""
-    torch.manual_seed(cfg.seed)
-    model = dlcourse.models.SmallCNN(in_channels=3, num_classes=6, width=width).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+def step_in(dtype: torch.dtype, tf32: bool):
+    """A training step of ``gpt`` in ``dtype`` (float32: TF32 matmuls if ``tf32``), with its own scaler."""
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    amp_step(model, optimizer, X, y, dtype, scaler)              # warm-up
-    best = float("inf")
+
+    def step() -> None:
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        amp_step(gpt, gpt_optimizer, tokens, targets, dtype, scaler)
+    return step
+
+
+def best_step_times(steps: dict[str, object], repeats: int) -> dict[str, float]:
+    """Best seconds per call of each step function, timed in rounds (each round calls every step once)."""
+    for step in steps.values():
+        step()
+        step()                                      # warm-up: memory, kernel choice, the scaler's first scale
+    best = dict.fromkeys(steps, float("inf"))
     for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        amp_step(model, optimizer, X, y, dtype, scaler)
-        sync()
-        best = min(best, time.perf_counter() - t0)
+        for name, step in steps.items():
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
 
-def forward_loss(model: nn.Module, dtype: torch.dtype, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        return F.cross_entropy(model(X), y)
-
-
-def memory_of(dtype: torch.dtype) -> dict[str, int]:
-    """Bytes saved for backward by the forward pass (activations only), and on CUDA the step's peak."""
-    torch.manual_seed(cfg.seed)
-    model = dlcourse.models.SmallCNN(in_channels=3, num_classes=6, width=width).to(device)
-    saved = dlcourse.memory.saved_tensor_bytes(lambda: forward_loss(model, dtype, X_img, y_img),
-                                               exclude=model.parameters())
-    out = {"saved": saved}
-    if device.type == "cuda":
-        out["peak"] = dlcourse.memory.peak_memory(lambda: forward_loss(model, dtype, X_img, y_img).backward(),
-                                                  device, count_saved=False)["peak_bytes"]
-    return out
-
-
-# %% [markdown]
-# float16 on a CPU deserves care: most CPUs (this course's CI machine included) have no float16 arithmetic, so
-# PyTorch emulates it and a float16 convolution can take tens of times longer than a float32 one. On a CPU the
-# cell below therefore times float16 on a batch of 2 images only, against float32 on the same 2 images, and
-# prints that ratio instead of a full-batch time.
-
-# %%
-times = {dtype: time_step(dtype, repeats, X_img, y_img) for dtype in (torch.float32, torch.bfloat16)}
+settings = {"float32": (torch.float32, False), "bfloat16 autocast": (torch.bfloat16, False)}
 if device.type == "cuda":
-    times[torch.float16] = time_step(torch.float16, repeats, X_img, y_img)
-else:
-    tiny = {dtype: time_step(dtype, 1, X_img[:2], y_img[:2]) for dtype in (torch.float32, torch.float16)}
-    print(f"float16 on {device.type}: not timed at batch {batch_size}. At batch 2 one float16 step took "
-          f"{1000 * tiny[torch.float16]:.1f} ms against {1000 * tiny[torch.float32]:.1f} ms in float32 "
-          f"({tiny[torch.float16] / tiny[torch.float32]:.0f}x slower): no float16 arithmetic units.\n")
-mem = {dtype: memory_of(dtype) for dtype in (torch.float32, *LOW)}
+    true_fp32 = "float32, TF32 off" if tf32_can_be_off else "float32 (TF32 forced on by the environment)"
+    settings = {true_fp32: (torch.float32, False), "float32, TF32 on": (torch.float32, True),
+                "bfloat16 autocast": (torch.bfloat16, False),
+                "float16 autocast + GradScaler": (torch.float16, False)}
+    if amp_dtype == torch.float16:            # no bfloat16 tensor cores (T4, V100): no bfloat16 row
+        del settings["bfloat16 autocast"]
+try:
+    times = best_step_times({name: step_in(*s) for name, s in settings.items()}, repeats)
+finally:
+    torch.set_float32_matmul_precision(saved_precision)           # PyTorch's default again
+baseline = next(iter(times))                                        # true float32
+
+
+def forward_loss(dtype: torch.dtype) -> torch.Tensor:
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        return F.cross_entropy(gpt(tokens), targets)
+
+
+timed = {dtype for dtype, _ in settings.values()}
+mem = {}                                 # every timed dtype; off CUDA, float16 too (measured, not timed)
+for dtype in [d for d in (torch.float32, *LOW[::-1]) if d in timed or device.type != "cuda"]:
+    mem[dtype] = {"saved": dlcourse.memory.saved_tensor_bytes(lambda: forward_loss(dtype),
+                                                              exclude=gpt.parameters())}
+    if device.type == "cuda":
+        gpt_optimizer.zero_grad(set_to_none=True)               # so the gradients are created inside the peak
+        mem[dtype]["peak"] = dlcourse.memory.peak_memory(lambda: forward_loss(dtype).backward(), device,
+                                                         count_saved=False)["peak_bytes"]
 
 rows = []
-for dtype in (torch.float32, torch.bfloat16, torch.float16):
-    t = times.get(dtype)
-    rows.append((NAMES[dtype],
-                 f"{1000 * t:.2f}" if t else "see above",
-                 f"{times[torch.float32] / t:.2f}x" if t else "-",
+for name, (dtype, tf32) in settings.items():
+    rows.append((name, f"{1000 * times[name]:.2f}", f"{times[baseline] / times[name]:.2f}x",
+                 f"{step_flops / times[name] / 1e12:.3g}",
                  dlcourse.memory.format_bytes(mem[dtype]["saved"]),
-                 f"{mem[torch.float32]['saved'] / mem[dtype]['saved']:.2f}x",
                  dlcourse.memory.format_bytes(mem[dtype]["peak"]) if "peak" in mem[dtype] else "CUDA only"))
-print(f"SmallCNN(width={width}), batch {batch_size} of 3x32x32, on {device}; best of {repeats} steps")
-show_table(rows, ("precision", "step ms", "speed-up", "saved for backward", "smaller by", "peak (CUDA)"))
-assert mem[torch.bfloat16]["saved"] < 0.75 * mem[torch.float32]["saved"], "16-bit activations are smaller"
-assert mem[torch.float16]["saved"] == mem[torch.bfloat16]["saved"], "both 16-bit formats: 2 bytes a number"
+if torch.float16 not in timed:                                      # float16 on a CPU: memory only
+    rows.append(("float16 autocast (not timed)", "-", "-", "-", dlcourse.memory.format_bytes(
+        mem[torch.float16]["saved"]), "CUDA only"))
+print(f"one training step (forward, loss, backward, AdamW) on {device}, best of {repeats}; "
+      f"cuDNN convolutions: none in this model")
+show_table(rows, ("precision", "step ms", f"speed-up vs {baseline}", "TFLOP/s", "saved for backward",
+                  "peak of forward+backward"))
+assert mem[amp_dtype]["saved"] < 0.8 * mem[torch.float32]["saved"], "16-bit activations are smaller"
+if torch.bfloat16 in mem:
+    saved_16 = mem[torch.bfloat16]["saved"]
+    assert abs(mem[torch.float16]["saved"] - saved_16) <= 0.01 * saved_16, "both 16-bit formats: 2 bytes a number"
+big_enough = cfg.pick(smoke=False, small=False, full=True)       # tensor cores need the full-scale matmuls
+if device.type == "cuda" and amp_dtype == torch.bfloat16 and tf32_can_be_off and big_enough:
+    # matmuls of 4096 x 1024 by 1024 x 4096: bfloat16 tensor cores against the GPU's plain float32 units
+    assert times["bfloat16 autocast"] < times["float32, TF32 off"], "tensor cores should win at this size"
+assert dlcourse.config.tf32_status() == saved_status, "defaults restored"
 
 # %% [markdown]
-# What to read from the table: the activations saved for backward shrink, but by less than 2×, because not
-# everything saved is a 16-bit float: max-pooling saves the positions of its maxima as int64 (8 bytes each),
-# and normalisation statistics and the loss's inputs stay float32. The speed-up depends entirely on the
-# hardware. On a CPU with bfloat16 instructions (`avx512_bf16` or AMX) bfloat16 is usually faster than
-# float32; on one without, it can be slower. On a GPU with tensor cores, expect float16 and bfloat16 steps to
-# be clearly faster than float32 for convolution- and matmul-heavy models at `full` scale (often 2× or more),
-# with the peak memory of the step falling with the activations. Tiny models are dominated by per-operation
-# overhead and gain little anywhere. Measure before you decide.
+# What to read from the table:
+# - **Speed.** On a GPU from Ampere on, true float32 runs on the ordinary float32 units, while TF32, bfloat16
+#   and float16 run on the tensor cores: at `full` scale expect TF32 several times faster than true float32,
+#   and bfloat16 and float16 faster again (they also move half the bytes). The TFLOP/s column says how close
+#   each comes to the GPU's rated peak. On a GPU without bfloat16 tensor cores (a T4) there is no bfloat16
+#   row and the TF32 row gains nothing: that GPU has neither, which is why the recipe picks float16 there. At
+#   `smoke` and `small` scale the model is too small to keep a GPU busy, and the rows come out close together.
+#   On a CPU, bfloat16 gains only where the processor has bfloat16 instructions (AVX-512 BF16, AMX), and even
+#   then less than a GPU; without them it can be slower than float32.
+# - **Memory.** The activations saved for backward shrink by less than 2×, because not everything saved is a
+#   16-bit float: the residual stream that every LayerNorm saves, the loss's log-probabilities and attention's
+#   log-sum-exp statistics stay float32, and the bfloat16 copies autocast makes of the weights are new tensors
+#   (they count too). The peak falls with the activations, but the float32 gradients are in it at full size.
 #
 # ## Summary
 # - float32 (8 exponent, 23 mantissa bits), float16 (5, 10) and bfloat16 (8, 7): max $(2 - 2^{-m})
@@ -714,9 +895,15 @@ assert mem[torch.float16]["saved"] == mem[torch.bfloat16]["saved"], "both 16-bit
 #   the exact lists depend on the device: print them.
 # - Dynamic loss scaling: scale, unscale, check for inf/NaN, skip the step and back off on overflow, grow
 #   after a run of good steps. Ours matches `torch.amp.GradScaler` exactly.
-# - Recipe: float16 + `GradScaler` on CUDA (or bfloat16 on Ampere and later), bfloat16 on CPU;
-#   `dlcourse.fit(..., amp=True)` does this.
-# - Whether it is faster depends on the hardware: measure time and memory on the machine you train on.
+# - Recipe: bfloat16 where the hardware computes it natively (Ampere and newer GPUs,
+#   `torch.cuda.is_bf16_supported(including_emulation=False)`; CPUs), float16 + `GradScaler` otherwise (T4,
+#   V100); `dlcourse.config.amp_dtype(device)` decides and `dlcourse.fit(..., amp=True)` uses it.
+# - TF32 runs float32 matmuls on tensor cores with float16's input precision (10 mantissa bits, a relative
+#   error of order $2^{-11}$ per input): off by default for matmuls
+#   (`torch.set_float32_matmul_precision("high")` switches it on), on by default for cuDNN convolutions. Say
+#   which when you report a float32 time.
+# - Whether low precision is faster depends on the hardware and on the size of the matrix products: measure
+#   time and memory on the machine you train on, with a model of the size you train.
 
 # %%
 print(f"This notebook ran in {time.perf_counter() - t_start:.1f} s at scale {cfg.scale!r} on {device} "
@@ -736,8 +923,11 @@ print(f"This notebook ran in {time.perf_counter() - t_start:.1f} s at scale {cfg
 #    `torch.nn.utils.clip_grad_norm_` to `amp_step` in the right place (`scaler.unscale_` first) and check
 #    that our `DynamicLossScaler` still matches `GradScaler` (then compare with `dlcourse.fit(...,
 #    clip_grad_norm=...)`).
-# 5. **Where does the time go?** Time the forward pass and the backward pass separately in each precision.
-#    Which one gains more from bfloat16 on your machine?
-# 6. **Pure bfloat16.** Convert the whole model with `model.to(torch.bfloat16)` (no float32 master weights)
+# 5. **Where does the time go?** Time the forward pass and the backward pass of section 7's transformer
+#    separately in each precision. Which one gains more from bfloat16 on your machine?
+# 6. **Where tensor cores start to pay.** Repeat section 7's table for d_model 128, 256, 512 and 1024 (keep
+#    the tokens per step fixed) and plot the bfloat16 speed-up against d_model. Where does it cross 1 on your
+#    GPU?
+# 7. **Pure bfloat16.** Convert the whole model with `model.to(torch.bfloat16)` (no float32 master weights)
 #    and train the digits MLP with plain SGD and a small learning rate. Compare with autocast, and explain the
 #    difference with section 1's last table.
