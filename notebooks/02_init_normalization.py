@@ -379,8 +379,8 @@ assert min(he_losses) < loss_default - 0.2, "He init should get the deep plain M
 # %% [markdown]
 # With the default initialisation the loss stays at $\log 10$, the loss of a uniform guess over ten classes,
 # and Xavier is no better for a ReLU network this deep: no useful gradient reaches the lower layers. He
-# initialisation gets training started, but look at its curve: at `small` and `full` scale it falls, then
-# jumps back up, sometimes all the way to $\log 10$, and has to start over. The right scale at the start is no
+# initialisation gets training started, but look at its curve: it falls, and in longer runs (`small`, `full`)
+# it also jumps back up now and then, sometimes all the way to $\log 10$, and has to start over. The right scale at the start is no
 # guarantee that it stays right once the weights move. A deep plain network is very sensitive to its weights:
 # now and then one step lands where the gradient is huge, the next step is huge too, and it throws the network
 # back to predicting the same thing for every image. When that happens, and whether the network recovers
@@ -402,8 +402,8 @@ plot_runs(["plain, He init", "plain, He init, clipped"], "train_loss")
 
 # %% [markdown]
 # Clipping does not change where training starts, only how far one step may go, so it cannot rescue the
-# default initialisation: there the gradients are tiny, far below any threshold, and clipping never acts
-# (exercise 7). Residual connections, next, attack that problem at its root.
+# default initialisation: there the gradient norm stays far below 1, so clipping at 1 never acts, and a lower
+# threshold only makes the steps smaller still (exercise 7). Residual connections, next, attack that problem at its root.
 #
 # ## 4. Residual connections
 # A residual block adds its input to its output: $h_{l+1} = h_l + f_l(h_l)$. Differentiating,
