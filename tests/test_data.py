@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from dlcourse import data, download
 from dlcourse.config import Config
@@ -295,6 +295,22 @@ def test_loader_workers_use_a_start_method_that_is_safe_after_cuda():
     labels = sorted(int(i) for _, y in train for i in y)
     assert labels == list(range(40))
     assert torch.equal(torch.cat([X for X, _ in val]), base.tensors[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_loader_workers_after_cuda_and_backward_with_pinned_memory():
+    """Notebook 05's situation on a GPU: this process has used CUDA and run backward; workers must not be forked
+    from it (a forked worker hung there). pin_memory copies to the GPU asynchronously."""
+    w = torch.ones(3, device="cuda", requires_grad=True)
+    (w * 2).sum().backward()                                    # CUDA initialised, autograd threads started
+    base = TensorDataset(torch.rand(64, 1, 4, 4), torch.arange(64))
+    train = DataLoader(data.Augmented(base, _flip), batch_size=16, shuffle=True, num_workers=2, pin_memory=True,
+                       multiprocessing_context=data.worker_context())
+    seen = []
+    for X, y in train:
+        seen += y.to("cuda", non_blocking=True).tolist()
+    assert sorted(seen) == list(range(64))
 
 
 # --- real datasets: formats --------------------------------------------------------------------------------
