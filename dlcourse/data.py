@@ -4,13 +4,15 @@ only, real ones downloaded with checksums (Fashion-MNIST, CIFAR-10).
 Digits are introduced in notebook 01 and shapes in notebook 00; every notebook that trains an image model uses
 them. Fashion-MNIST replaces them at full scale in notebooks 03 and 05, always through
 :func:`real_or_offline`, which takes the notebook's ``cfg``: smoke and small scale never touch the network or
-the cache. The download
-itself (mirrors, SHA-256, cache directory ``$DLCOURSE_DATA_DIR``) is :mod:`dlcourse.download`.
+the cache. The download itself (mirrors, SHA-256, cache directory ``$DLCOURSE_DATA_DIR``) is
+:mod:`dlcourse.download`. Also here: the DataLoader helpers (:func:`make_loaders`, :func:`worker_context`,
+:class:`Augmented`), which never fork a process that may have used CUDA.
 """
 
 from __future__ import annotations
 
 import gzip
+import multiprocessing.context
 import re
 import tarfile
 from collections.abc import Callable
@@ -156,7 +158,7 @@ def shapes(n_train: int = 4000, n_val: int = 1000, n_test: int = 1000, *, seed: 
     return Splits(*parts, SHAPE_CLASSES, "shapes")
 
 
-def worker_context():
+def worker_context() -> multiprocessing.context.BaseContext:
     """The start method for DataLoader workers (notebook 05): :func:`dlcourse.config.safe_mp_context`, safe after
     CUDA has been used, with its fork server preloading torch, torchvision and this module. Workers forked from
     that server start in milliseconds instead of importing torch again (seconds) at the start of every epoch."""
