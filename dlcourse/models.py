@@ -63,6 +63,21 @@ class SmallCNN(nn.Module):
         return self.head(self.features(X))  # (B, num_classes)
 
 
+def transformer_training_flops(model: nn.Module, seq_len: int) -> int:
+    """Estimated floating-point operations to train a transformer on one token (forward and backward pass).
+
+    The usual rule 6N + 12·L·T·D (Kaplan et al. 2020; PaLM, appendix B): each of the N weights in a matrix
+    product costs a multiply and an add per token in the forward pass and twice that in the backward pass, and
+    attention's two (T, T) products add 12·T·D per layer (counted in full; a causal mask makes half of that
+    work wasted). N leaves out the embedding tables, which are lookups, not products; the output head counts.
+    Works for models with ``blocks`` (L of them) and an ``nn.Embedding`` ``tok`` of width D: :class:`GPT` and
+    notebook 06's ``Transformer`` (where it is introduced; notebook 11 uses it too).
+    """
+    lookups = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    n = count_parameters(model, trainable_only=False) - lookups
+    return 6 * n + 12 * len(model.blocks) * seq_len * model.tok.embedding_dim
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with PyTorch's fused kernel: (B, T, D) -> (B, T, D).
 

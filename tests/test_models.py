@@ -1,5 +1,6 @@
 """Reference models: shapes, parameter counts, and that they learn."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,3 +101,50 @@ def test_gpt_learns_to_copy_the_previous_token():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.1
+
+
+def test_transformer_training_flops_is_6n_plus_attention():
+    model = models.GPT(vocab_size=20, max_len=12, d_model=16, num_heads=2, num_layers=2)
+    n = models.count_parameters(model) - 20 * 16 - 12 * 16                 # minus the two lookup tables
+    per_layer_matmuls = 16 * 48 + 16 * 16 + 16 * 64 + 64 * 16             # qkv, out, the MLP's two
+    assert n > 2 * per_layer_matmuls + 16 * 20                              # + biases, LayerNorms, head
+    assert models.transformer_training_flops(model, 12) == 6 * n + 12 * 2 * 12 * 16
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpt_on_cuda_equals_cpu_and_autocast_stays_close_and_learns():
+    from dlcourse.config import amp_dtype
+
+    torch.manual_seed(0)
+    model = models.GPT(vocab_size=50, max_len=64, d_model=128, num_heads=4, num_layers=2).eval()
+    idx = torch.randint(0, 50, (4, 64))
+    with torch.no_grad():
+        cpu_logits = model(idx)
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False       # IEEE float32 products: differences are rounding only
+    try:
+        model.cuda()
+        with torch.no_grad():
+            fp32 = model(idx.cuda())
+            with torch.autocast("cuda", dtype=amp_dtype("cuda")):
+                low = model(idx.cuda())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    # float32 on the GPU adds in another order than on the CPU: ~1e-6 relative, well inside 1e-4
+    assert torch.allclose(fp32.cpu(), cpu_logits, rtol=1e-4, atol=1e-4)
+    # bfloat16 keeps 8 bits of mantissa (float16 11): each product rounds by up to 2^-9 relative; through two
+    # blocks the logits move by about 1 % of their scale, so allow 5 % of the largest logit
+    assert low.dtype == amp_dtype("cuda")
+    assert (low.float() - fp32).abs().max().item() < 0.05 * max(1.0, fp32.abs().max().item())
+    # and it trains under autocast with fit (GradScaler when the dtype is float16)
+    from dlcourse.train import fit
+
+    torch.manual_seed(0)
+    X = torch.randint(0, 8, (512, 10))
+    y = torch.cat([X[:, :1], X[:, :-1]], dim=1)                              # copy the previous token
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=32, shuffle=True)
+    gpt = models.GPT(vocab_size=8, max_len=10, d_model=32, num_heads=2, num_layers=1).cuda()
+    history = fit(gpt, torch.optim.AdamW(gpt.parameters(), lr=1e-2), loader, num_epochs=10, progress=False,
+                  loss_fn=lambda y_hat, y: F.cross_entropy(y_hat.flatten(0, 1), y.flatten()), amp=True)
+    assert history.last["train_loss"] < 0.1

@@ -94,8 +94,11 @@ class SelfAttention(MultiHeadAttention):
                 k = torch.cat([cache["k"], k], dim=2)
                 v = torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
-        y, weights = attention(q, k, v, mask)
-        self.weights = weights.detach()
+        if self.training and cache is None:                       # the fused kernel while training
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            y, weights = attention(q, k, v, mask)
+            self.weights = weights.detach()
         return self.out(self.merge_heads(y))
 
 
@@ -166,6 +169,25 @@ def generate(model, idx, num_new_tokens, temperature=1.0, top_k=None, use_cache=
             break
         logits = model(next_id[:, None], cache) if use_cache else model(idx[:, -model.max_len:])
     return idx
+
+
+@torch.no_grad()
+def logits_with_cache(model, idx, prompt_len):
+    model.eval()
+    cache = [{} for _ in model.blocks]
+    steps = [model(idx[:, :prompt_len], cache)] + [model(idx[:, t:t + 1], cache)
+                                                   for t in range(prompt_len, idx.shape[1])]
+    return torch.cat(steps, dim=1)
+
+
+@torch.no_grad()
+def check_same_generation(model, plain, cached):
+    if torch.equal(plain, cached):
+        return
+    t = int((plain != cached).nonzero()[0, 1])
+    logits = model.eval()(plain[:, :t])[0, -1]
+    gap = (logits[plain[0, t]] - logits[cached[0, t]]).abs().item()
+    assert gap <= 2e-4 * (1 + logits.abs().max().item()), "the KV cache changed the greedy generation"
 
 
 # --- attention ----------------------------------------------------------------------------------------------
@@ -338,9 +360,58 @@ def test_kv_cache_gives_the_same_logits_and_tokens(positions):
         pieces = [model(idx[:, :6], cache)]                            # a prompt of 6, then one at a time
         pieces += [model(idx[:, t:t + 1], cache) for t in range(6, 20)]
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
+    assert torch.allclose(logits_with_cache(model, idx, 6), full, atol=1e-5)
     assert cache[0]["k"].shape == (2, 4, 20, 8)
-    assert torch.equal(generate(model, idx[:, :4], 18, temperature=0),
-                       generate(model, idx[:, :4], 18, temperature=0, use_cache=True))
+    plain = generate(model, idx[:1, :4], 18, temperature=0)
+    check_same_generation(model, plain, generate(model, idx[:1, :4], 18, temperature=0, use_cache=True))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_training_uses_the_fused_kernel_and_computes_what_eval_computes(causal):
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=13, max_len=9, d_model=32, num_heads=4, num_layers=2, positions="rope",
+                        causal=causal)
+    idx = torch.randint(0, 13, (3, 9))
+    attn = model.blocks[0].attn
+    model.train()
+    attn.weights = None
+    y_train = model(idx)                                           # no dropout: train and eval agree
+    assert attn.weights is None                                    # the fused kernel keeps no weights
+    with torch.no_grad():
+        y_eval = model.eval()(idx)
+    assert attn.weights.shape == (3, 4, 9, 9)
+    assert torch.allclose(y_train, y_eval, atol=1e-5)
+
+
+def test_flops_rule_counts_matrix_weights_and_attention():
+    from dlcourse.models import count_parameters, transformer_training_flops
+
+    model = Transformer(vocab_size=13, max_len=16, d_model=32, num_heads=4, num_layers=3, positions="rope")
+    n = count_parameters(model) - 13 * 32                          # everything but the token embedding
+    assert transformer_training_flops(model, 16) == 6 * n + 12 * 3 * 16 * 32
+    learned = Transformer(vocab_size=13, max_len=16, d_model=32, num_heads=4, num_layers=3, positions="learned")
+    assert transformer_training_flops(learned, 16) == transformer_training_flops(model, 16)   # lookups are free
+
+
+class _Scripted(nn.Module):
+    """A stand-in model whose last-position logits are fixed: tokens 1 and 2 lead, ``gap`` apart."""
+
+    def __init__(self, gap):
+        super().__init__()
+        self.gap = gap
+
+    def forward(self, idx):
+        logits = torch.zeros(idx.shape[0], idx.shape[1], 5)
+        logits[..., 1], logits[..., 2] = 3.0, 3.0 - self.gap
+        return logits
+
+
+def test_generations_may_part_only_at_a_near_tie():
+    plain = torch.tensor([[4, 4, 1, 1]])
+    check_same_generation(_Scripted(0.5), plain, plain.clone())              # identical: fine
+    check_same_generation(_Scripted(1e-6), plain, torch.tensor([[4, 4, 2, 0]]))   # part at a near-tie: fine
+    with pytest.raises(AssertionError, match="KV cache"):
+        check_same_generation(_Scripted(0.5), plain, torch.tensor([[4, 4, 2, 0]]))
 
 
 def test_model_shapes_encoder_sees_the_future_decoder_does_not():
@@ -379,3 +450,52 @@ def test_sample_next_follows_the_tempered_top_k_distribution(temperature, top_k)
     observed = torch.bincount(draws, minlength=5) / len(draws)
     assert torch.allclose(observed, expected, atol=0.015)
     assert (observed[expected == 0] == 0).all()
+
+
+# --- on a GPU -----------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def fp32_matmuls():
+    """IEEE float32 matrix products on CUDA for the test (TF32 off), whatever another test switched on."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_attention_kv_cache_and_autocast_agree_with_float32(fp32_matmuls):
+    # CUDA kernels add in other orders than the CPU's (and the cached path has other shapes): float32 results
+    # agree to ~1e-6 relative, so the tolerances are 1e-5..1e-4, not exact equality.
+    q, k, v = (t.cuda() for t in _qkv(T_q=7, T_k=7))
+    mask = causal_mask(7, device="cuda")
+    assert torch.allclose(attention(q, k, v, mask)[0], F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                          atol=1e-5)
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=31, max_len=64, d_model=64, num_heads=4, num_layers=2, positions="rope")
+    cpu_logits = model.eval()(torch.arange(40)[None] % 31).detach()
+    model.cuda()
+    idx = (torch.arange(40, device="cuda")[None] % 31)                 # (1, 40)
+    with torch.no_grad():
+        full = model(idx)
+    assert torch.allclose(full.cpu(), cpu_logits, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(logits_with_cache(model, idx, 8), full, rtol=1e-4, atol=1e-4)
+    plain = generate(model, idx[:, :5], 50, temperature=0)
+    check_same_generation(model, plain, generate(model, idx[:, :5], 50, temperature=0, use_cache=True))
+    # training mode under autocast (bfloat16 where native, else float16): the fused kernel on tensor cores.
+    # An 8-bit (bf16) or 11-bit (fp16) mantissa rounds each operation by up to 2^-9 (2^-12) relative; through two
+    # blocks the logits move by about 1 % of their scale: allow 5 %.
+    from dlcourse.config import amp_dtype
+
+    model.train()
+    with torch.autocast("cuda", dtype=amp_dtype("cuda")):
+        low = model(idx)
+    assert low.dtype == amp_dtype("cuda")
+    scale = full.abs().max().item()
+    assert (low.float() - full).abs().max().item() < 0.05 * max(1.0, scale)
+    sequence = torch.randint(0, 31, (8, 33), device="cuda")
+    with torch.autocast("cuda", dtype=amp_dtype("cuda")):
+        loss = F.cross_entropy(model(sequence[:, :-1]).flatten(0, 1), sequence[:, 1:].flatten())
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
