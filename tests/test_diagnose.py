@@ -152,6 +152,21 @@ def test_state_is_restored_after_divergence_to_nan():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_lr_range_test_on_cuda_restores_the_model_and_both_generators():
+    model = _model(dropout=0.2).cuda()             # dropout on CUDA draws from the CUDA generator
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    state = copy.deepcopy(model.state_dict())
+    cpu_rng, cuda_rng = torch.get_rng_state(), torch.cuda.get_rng_state()
+    result = lr_range_test(model, optimizer, _loader(), num_steps=40, end_lr=10.0)   # CPU batches, moved
+    assert len(result.lrs) > 1 and all(math.isfinite(v) for v in result.losses[:5])
+    assert 1e-5 < result.suggestion < 10.0
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert next(model.parameters()).device.type == "cuda" and optimizer.param_groups[0]["lr"] == 0.05
+    assert torch.equal(torch.get_rng_state(), cpu_rng) and torch.equal(torch.cuda.get_rng_state(), cuda_rng)
+
+
 def test_a_factory_optimizer_and_a_short_loader_are_cycled():
     loader = _loader(n=64, batch_size=32)          # 2 batches, 10 steps: the loader is cycled
     result = lr_range_test(_model(), torch.optim.Adam, loader, num_steps=10, start_lr=1e-4, end_lr=1e-2)
@@ -828,3 +843,26 @@ def test_learnability_blames_the_validation_data_only_on_evidence():
     weak = dict(held_out=256, val_examples=256, held_out_acc_after=0.148, val_acc_after=0.129)
     assert not doctor_module._split_gap(weak)
     assert doctor_module._split_gap(weak | dict(held_out_acc_after=0.7))
+
+
+# --- on a GPU ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("bug", ["healthy", *BUGS])
+def test_doctor_on_cuda_gives_the_cpu_verdicts(bug):
+    # The doctor copies the model to the device and moves every batch there; on CUDA each check must still run
+    # (no device mix-ups) and reach the verdict it reaches on the CPU. Numbers differ in the last bits (other
+    # kernels), but the thresholds sit far from the measured values, so the verdicts are the same.
+    model, train, kwargs = _bug(bug)
+    report = doctor(model, train, device="cuda", progress=False, **kwargs)
+    assert next(model.parameters()).device.type == "cpu"                    # the caller's model is untouched
+
+    def crashed(r: Report) -> list[str]:                                    # a device mix-up would show here
+        return sorted(f.check for f in r.findings if f.message.startswith("the check could not run"))
+
+    assert crashed(report) == crashed(_bug_report(bug)), [f.message for f in report.flagged]
+    if bug == "healthy":
+        assert not report.flagged, str(report)
+    else:
+        assert report.flags(BUGS[bug]), f"{bug}: expected {BUGS[bug]} to flag it on CUDA\n{report}"

@@ -221,9 +221,16 @@ def test_merge_and_unload_gives_a_plain_model_and_adapters_reload():
 
 # --- against peft -----------------------------------------------------------------------------------------------
 
-def test_matches_peft_given_the_same_a_and_b():
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                        reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_matches_peft_given_the_same_a_and_b(device):
+    # on CUDA both models run the same float32 kernels in the same order, except attention's backward, which
+    # may add in a different order from run to run: differences stay near 1e-7, inside the tolerances below
     peft = pytest.importorskip("peft", reason='peft is an optional extra: pip install "dlcourse[lora]"')
-    pretrained = small_gpt()
+    pretrained = small_gpt().to(device)
     ours = copy.deepcopy(pretrained)
     inject_lora(ours, ALL_LINEAR, r=4, alpha=8.0)
     mark_only_lora_trainable(ours)
@@ -241,7 +248,8 @@ def test_matches_peft_given_the_same_a_and_b():
     with torch.no_grad():
         for name, param in our_params.items():
             their_params[peft_name(name)].copy_(param)
-    x = torch.randint(0, 13, (4, 8))
+    x = torch.randint(0, 13, (4, 8), device=device)
+    assert all(p.device.type == device for p in [*our_params.values(), *their_params.values()])
     assert torch.allclose(ours(x), theirs(x), atol=1e-6)
 
     # a few SGD steps on the same batches keep them equal
@@ -250,6 +258,7 @@ def test_matches_peft_given_the_same_a_and_b():
     opt_theirs = torch.optim.SGD(their_params.values(), lr=0.5)
     for _ in range(3):
         X, y = torch.randint(0, 13, (8, 8), generator=gen), torch.randint(0, 13, (8, 8), generator=gen)
+        X, y = X.to(device), y.to(device)
         for model, opt in [(ours, opt_ours), (theirs, opt_theirs)]:
             loss = F.cross_entropy(model(X).flatten(0, 1), y.flatten())
             opt.zero_grad()
