@@ -15,7 +15,7 @@ import os
 import platform
 import random
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -113,7 +113,10 @@ def tf32_status() -> str:
             f"cuDNN conv {on_off[bool(torch.backends.cudnn.allow_tf32)]}")
 
 
-def safe_mp_context():
+_FORKSERVER_PRELOAD: set[str] = set()
+
+
+def safe_mp_context(preload: Iterable[str] = ()):
     """A ``multiprocessing`` context that is safe to use after this process has used CUDA (or autograd's threads).
 
     ``fork`` copies a process whose CUDA driver state and worker threads cannot survive the copy: a forked child
@@ -122,12 +125,20 @@ def safe_mp_context():
     process started fresh (which never used CUDA), so they start quickly and safely; ``spawn`` (Windows) starts
     each child as a new Python. Either way, what a child receives is pickled: a Dataset or function must be
     importable from a module (or, for :func:`dlcourse.distributed.run_local`, pickled by value).
+
+    ``preload`` names modules the fork server imports once when it starts, so children need not import them
+    again (torch: seconds). One server serves the whole process, so every caller's modules are pooled; a module
+    asked for after the server started is imported by each child instead (slower, still correct).
     """
     import multiprocessing as mp
 
-    if "forkserver" in mp.get_all_start_methods():
-        return mp.get_context("forkserver")
-    return mp.get_context("spawn")
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    _FORKSERVER_PRELOAD.update(preload)
+    if _FORKSERVER_PRELOAD:
+        ctx.set_forkserver_preload(sorted(_FORKSERVER_PRELOAD))
+    return ctx
 
 
 def offline_requested() -> bool:

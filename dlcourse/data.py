@@ -162,10 +162,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
     """The start method for DataLoader workers (notebook 05): :func:`dlcourse.config.safe_mp_context`, safe after
     CUDA has been used, with its fork server preloading torch, torchvision and this module. Workers forked from
     that server start in milliseconds instead of importing torch again (seconds) at the start of every epoch."""
-    context = safe_mp_context()
-    if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(["torch", "torchvision.transforms.v2", __name__])
-    return context
+    return safe_mp_context(preload=["torch", "torchvision.transforms.v2", __name__])
 
 
 class Augmented(Dataset):

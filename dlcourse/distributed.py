@@ -418,10 +418,7 @@ def _rank_context():
     started it first, each rank imports them itself: slower, still correct)."""
     from .config import safe_mp_context
 
-    ctx = safe_mp_context()
-    if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(list(RANK_PRELOAD))
-    return ctx
+    return safe_mp_context(preload=RANK_PRELOAD)
 
 
 def run_local(fn: Callable[..., Any], world_size: int = 2, *args: Any, timeout: float = 120.0,

@@ -166,6 +166,22 @@ def test_safe_mp_context_never_forks_the_caller():
         assert ctx.get_start_method() == "forkserver"
 
 
+def test_safe_mp_context_pools_every_callers_preload(monkeypatch):
+    import multiprocessing as mp
+
+    if "forkserver" not in mp.get_all_start_methods():
+        pytest.skip("no fork server on this platform (spawn has nothing to preload)")
+    monkeypatch.setattr(config, "_FORKSERVER_PRELOAD", set())
+    seen = []
+    monkeypatch.setattr(type(mp.get_context("forkserver")), "set_forkserver_preload",
+                        lambda self, names: seen.append(list(names)))
+    config.safe_mp_context(preload=["torch", "dlcourse.data"])
+    config.safe_mp_context(preload=("torch.distributed",))
+    config.safe_mp_context()
+    both = ["dlcourse.data", "torch", "torch.distributed"]
+    assert seen == [["dlcourse.data", "torch"], both, both]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_report_on_cuda_names_gpu_bf16_and_tf32():
