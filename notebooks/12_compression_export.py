@@ -114,8 +114,8 @@ def size_on_disk(model: nn.Module, name: str) -> int:
     return path.stat().st_size
 
 
-def latency_ms(fn, X, *, repeats: int = cfg.pick(smoke=5, small=10, full=20),
-               number: int = cfg.pick(smoke=10, small=10, full=20)) -> float:
+def latency_ms(fn, X, *, repeats: int = cfg.pick(smoke=5, small=10, full=10),
+               number: int = cfg.pick(smoke=10, small=10, full=10)) -> float:
     """Milliseconds per call of ``fn(X)``: best of ``repeats`` timings of ``number`` calls, after a warm-up."""
     with torch.inference_mode():
         fn(X)
@@ -656,7 +656,7 @@ def make_student() -> nn.Sequential:
 
 student_steps = cfg.pick(smoke=150, small=300, full=600)     # the same number of updates for every run
 budgets = cfg.pick(smoke=[50, 100], small=[25, 50, 100, 200, 400, 1000], full=[25, 50, 100, 200, 400, 1000])
-seeds = list(range(cfg.pick(smoke=3, small=5, full=10)))
+seeds = list(range(cfg.pick(smoke=3, small=5, full=6)))
 T, alpha, student_batch = 4.0, 0.9, 32
 
 
