@@ -87,3 +87,25 @@ def test_forbid_switches_functions_off_and_restores_them():
         with pytest.raises(AssertionError):
             torch.zeros(1, 2).log_softmax(dim=1)
     assert math.isclose(torch.softmax(torch.zeros(1, 2), dim=1)[0, 0].item(), 0.5)
+
+
+def test_check_prediction_compares_as_floats_and_shows_the_gap(monkeypatch, capsys):
+    monkeypatch.delenv(K.MODE_ENV, raising=False)
+    K.check_prediction("init loss", 2.3, expected=torch.tensor(2.302585), rtol=0.01)
+    assert "predicted 2.3, measured 2.303" in capsys.readouterr().out
+    K.check_prediction("bytes", 4000, expected=4096.0, rtol=0.05)        # an int prediction of a float measurement
+    with pytest.raises(AssertionError, match="bytes"):
+        K.check_prediction("bytes", 3000, expected=4096, rtol=0.05)
+    assert "outside" in capsys.readouterr().out
+    with pytest.raises(AssertionError):
+        K.check_prediction("not a number", "about 4k", expected=4096, rtol=0.05)
+    ok, _ = K.compare("close", K.encode(K._as_number(4100)), K.encode(4096.0), {"rtol": 0.01, "atol": 0.0})
+    assert ok                                                            # the grader judges the same way
+
+
+def test_check_prediction_prints_nothing_when_grading(monkeypatch, capsys):
+    monkeypatch.setenv(K.MODE_ENV, "grade")
+    emitted = []
+    monkeypatch.setattr(K, "_emit", emitted.append)
+    K.check_prediction("bytes", 4000, expected=None, rtol=0.05)
+    assert capsys.readouterr().out == "" and emitted[0]["actual"] == K.encode(4000.0)

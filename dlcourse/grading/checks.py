@@ -21,6 +21,7 @@ What happens depends on ``DLCOURSE_CHECKS`` (the grader sets it; a learner never
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterable, Iterator
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 MIME = "application/vnd.dlcourse.check+json"
 MODE_ENV = "DLCOURSE_CHECKS"
 #: The check functions whose ``expected=`` argument the grader strips (see autograde.strip_expected).
-CHECK_FUNCTIONS = ("check_close", "check_equal", "check_true", "check_at_least", "check_accuracy")
+CHECK_FUNCTIONS = ("check_close", "check_equal", "check_true", "check_at_least", "check_accuracy", "check_prediction")
 MAX_ELEMENTS = 100_000  # a check value larger than this is a lab bug: compare a summary instead
 
 #: Every public spelling of softmax, log-softmax and cross-entropy.
@@ -244,3 +245,31 @@ def check_accuracy(name: str, predictions: Any, expected: Any = _MISSING, *, thr
     accuracy number in the kernel gains nothing.
     """
     _run("accuracy", name, predictions, expected, {"threshold": float(threshold), "weight": weight}, hint)
+
+
+def _as_number(x: Any) -> Any:
+    """A real number or a one-element tensor as a float; anything else unchanged (the comparison then says so)."""
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        return float(x)
+    if isinstance(x, torch.Tensor) and x.numel() == 1 and not x.is_complex():
+        return float(x.item())
+    return x
+
+
+def check_prediction(name: str, predicted: Any, expected: Any = _MISSING, *, rtol: float, atol: float = 0.0,
+                     weight: float = 1.0, hint: str = "") -> None:
+    """A predict-then-measure question: the learner's ``predicted`` number is within ``rtol`` (or ``atol``) of the
+    measured ``expected`` one. Both are compared as floats, so 3 and 3.0 are the same prediction.
+
+    Before judging, the learner sees how far off the prediction was (the grader, which never gives the kernel the
+    measurement, prints nothing). State the tolerance in the exercise text: a prediction question is only fair
+    when the learner knows how close is close enough.
+    """
+    value = _as_number(predicted)
+    measured = _as_number(expected) if expected is not _MISSING else _MISSING
+    if measured is not _MISSING and _mode() != "grade" and isinstance(value, float) and isinstance(measured, float):
+        off = abs(value - measured) / abs(measured) if measured else math.inf if value else 0.0
+        inside = abs(value - measured) <= atol + rtol * abs(measured)
+        print(f"{name}: predicted {value:.4g}, measured {measured:.4g} ({off:.1%} off; tolerance "
+              f"{rtol:.0%}{f' or {atol:g}' if atol else ''}): {'within' if inside else 'outside'}")
+    _run("close", name, value, measured, {"rtol": rtol, "atol": atol, "weight": weight}, hint)
