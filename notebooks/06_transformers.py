@@ -23,7 +23,8 @@
 # - Train an encoder to reverse and sort sequences, and read its attention maps.
 # - Train a character-level language model, beat the unigram baseline by a wide margin, and sample from it
 #   with temperature and top-k.
-# - Speed up generation with a KV cache, and measure the speed-up.
+# - Speed up generation with a KV cache, measure the speed-up, and count how the work of generating grows with
+#   the length, with and without the cache.
 #
 # **Prerequisites:** notebooks 01–05 (the training loop and `dlcourse.fit`, normalisation layers, AdamW and
 # learning-rate schedules); matrix products of batched tensors.
@@ -123,9 +124,8 @@ def padding_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
 print(causal_mask(4).int(), "\n", causal_mask(2, 5).int(), "\n", padding_mask(torch.tensor([3, 5]), 5).int())
 
 # %% [markdown]
-# Now the check against PyTorch's fused kernel, with no mask, each mask, and both together (`&`). A row whose
-# keys are *all* masked would be $0/0$ = NaN in both versions; padding masks only keys, so every query still
-# has at least one real key to look at.
+# Now the check against PyTorch's fused kernel, with no mask, each mask, and both together (`&`). Padding masks
+# only keys, so every query still has at least one real key to look at.
 
 # %%
 gen = torch.Generator().manual_seed(cfg.seed)
@@ -142,6 +142,32 @@ for name, mask in [("no mask", None), ("padding", pad), ("causal", causal_mask(T
 assert torch.allclose(attention(q, k, v, causal_mask(T))[0],
                       F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-5)
 assert (attention(q, k, v, pad)[1][0, :, :, 3:] == 0).all()     # no weight at all on sequence 0's padding
+
+# %% [markdown]
+# **A query that may attend to nothing.** If every key of a row is masked, all its scores are $-\infty$ and the
+# softmax computes $0/0$. Our `attention` returns NaN for that row, and the NaN spreads to everything computed
+# from it, gradients included. PyTorch's function departs from the formula there: the version installed here
+# returns zeros for such a row on the CPU, as if the query attended to nothing. Which kernel runs, and so what
+# comes out, depends on the device and the version, so the cell below measures it instead of assuming. Such rows
+# appear, for example, with padding at the *start* of a sequence (left padding) under a causal mask.
+
+# %%
+gen = torch.Generator().manual_seed(cfg.seed)
+q1, k1, v1 = (torch.randn(1, 1, 3, 4, generator=gen) for _ in range(3))     # (B, H, T, d)
+allowed = torch.tensor([[False, False, False],                              # query 0: no key at all
+                        [True, True, False],
+                        [True, True, True]])
+ours = attention(q1, k1, v1, allowed)[0][0, 0]                              # (T, d)
+torchs = F.scaled_dot_product_attention(q1, k1, v1, attn_mask=allowed)[0, 0]
+print("fully masked row, our attention:          ", ours[0].tolist())
+print("fully masked row, F.scaled_dot_product_attention on cpu:", torchs[0].tolist())
+assert ours[0].isnan().all(), "the hand-written softmax divides 0 by 0"
+assert (torchs[0] == 0).all(), "on the CPU, PyTorch returns zeros for a row with no key to attend to"
+assert torch.allclose(ours[1:], torchs[1:], atol=1e-6)                      # the other rows agree
+if device.type != "cpu":                                                    # other kernels: print, don't assume
+    on_device = F.scaled_dot_product_attention(q1.to(device), k1.to(device), v1.to(device),
+                                               attn_mask=allowed.to(device))[0, 0, 0]
+    print(f"fully masked row, F.scaled_dot_product_attention on {device}:", on_device.tolist())
 
 # %% [markdown]
 # ## 2. Multi-head attention
@@ -306,6 +332,45 @@ plt.close(fig)
 fig
 
 # %% [markdown]
+# **Which coordinates form a pair is a convention.** Ours pairs neighbours, $(x_0, x_1), (x_2, x_3), \dots$, as
+# the RoPE paper and Meta's original Llama code do. Hugging Face's Llama (and most of its descendants) pairs
+# coordinate $i$ with $i + d/2$ instead: it rotates $x$ into $x \cos\theta + \mathrm{rotate\_half}(x)\sin\theta$,
+# where `rotate_half` swaps the two halves of $x$ and negates the second one. The two conventions are the same
+# rotation applied to the coordinates in another order. So weights trained with one of them compute *different*
+# attention scores under the other: load such a checkpoint into code written for the other convention and the
+# model loads without an error and produces garbage. The cure is to permute the output features of $W_q$ and
+# $W_k$ (within every head: even features first, then odd ones), which Hugging Face's script that converts
+# Meta's Llama checkpoints does. Values and every other weight stay as they are: only scores between a query
+# and a key use RoPE, and a dot product does not change when both vectors' coordinates are permuted alike.
+
+# %%
+def apply_rope_half(x: torch.Tensor, start: int = 0, base: float = 10000.0) -> torch.Tensor:
+    """RoPE in the rotate_half convention (Hugging Face Llama): rotate the pair (x[..., i], x[..., i + d/2]) of
+    row t of x (..., T, d) by the angle (start + t) * omega_i."""
+    T, d = x.shape[-2:]
+    p = torch.arange(start, start + T, dtype=torch.float32, device=x.device)                 # (T,)
+    omega = base ** (-torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d)       # (d/2,)
+    angle = (p[:, None] * omega).repeat(1, 2)                     # (T, d): feature i and i + d/2 share an angle
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    rotate_half = torch.cat([-x2, x1], dim=-1)                                               # (..., T, d)
+    return x * angle.cos().to(x.dtype) + rotate_half * angle.sin().to(x.dtype)
+
+
+gen = torch.Generator().manual_seed(cfg.seed)
+d = 16
+q_head, k_head = torch.randn(2, 12, d, generator=gen)       # one head's queries and keys: (T, d) each
+to_halves = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])   # features 0, 2, 4, ..., then 1, 3, ...
+# the same rotation, coordinates reordered
+assert torch.allclose(apply_rope_half(q_head[:, to_halves]), apply_rope(q_head)[:, to_halves], atol=1e-5)
+scores = apply_rope(q_head) @ apply_rope(k_head).T                                           # (T, T)
+mixed = apply_rope_half(q_head) @ apply_rope_half(k_head).T            # same weights, other convention
+permuted = apply_rope_half(q_head[:, to_halves]) @ apply_rope_half(k_head[:, to_halves]).T   # W_q, W_k rows permuted
+print(f"scores, other convention with the same weights: largest difference {(mixed - scores).abs().max():.2f} "
+      f"(scores up to {scores.abs().max():.1f}); with permuted q/k features: {(permuted - scores).abs().max():.1e}")
+assert torch.allclose(permuted, scores, atol=1e-4)
+assert (mixed - scores).abs().max() > 0.1 * scores.abs().max()
+
+# %% [markdown]
 # ## 4. The pre-LN transformer block
 # A block updates a **residual stream** $x$ (B, T, D) twice: attention lets positions exchange information,
 # then an MLP (D → 4D → D, GELU) processes each position on its own. Each sublayer reads a LayerNorm-ed copy
@@ -463,6 +528,40 @@ print(f"{dlcourse.models.count_parameters(model):,} parameters;",
 # Reversal is a pure question of position: output $i$ must copy input $7 - i$. So it is a good test of the
 # position schemes, and of the claim that attention without positions cannot tell order. We train the same
 # encoder with each scheme.
+#
+# **Which weights to decay.** AdamW's weight decay pulls every parameter it is given towards zero at every step.
+# As in notebook 04, biases and LayerNorm's scales and shifts get none: they set offsets and scales, not how
+# strongly features interact, and pulling a LayerNorm scale towards 0 shrinks the output the layer has just
+# normalised. Embedding tables get none either: decoupled decay shrinks every row at every step, while a row gets
+# a gradient only at the steps where its token or position occurs, so rare characters' vectors would be pulled
+# towards zero. What is left are the weight
+# matrices of the `nn.Linear` layers. (Notebook 04's rule, "decay tensors with 2 or more dimensions", would still
+# decay the 2-D embedding tables.)
+
+# %%
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: weight_decay on the weight matrices of nn.Linear layers, 0 on everything else
+    (biases, LayerNorm, embeddings)."""
+    matrices = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    chosen = {id(p) for p in matrices}
+    others = [p for p in model.parameters() if id(p) not in chosen]
+    return [{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
+
+
+def decayed_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> set[str]:
+    """Names of the model's parameters that the optimizer decays."""
+    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    return {name for name, p in model.named_parameters() if id(p) in decayed}
+
+
+example = Transformer(vocab_size=10, max_len=8, positions="learned")
+groups = decay_groups(example, weight_decay=0.01)
+linear_weights = {f"{name}.weight" for name, m in example.named_modules() if isinstance(m, nn.Linear)}
+assert decayed_names(torch.optim.AdamW(groups), example) == linear_weights
+assert sum(len(g["params"]) for g in groups) == len(list(example.parameters()))       # each parameter once
+print(f"decayed ({len(groups[0]['params'])} tensors):", sorted(linear_weights)[:4], "...")
+print(f"not decayed ({len(groups[1]['params'])} tensors):",
+      sorted(set(dict(example.named_parameters())) - linear_weights)[:6], "...")
 
 # %%
 length, vocab = 8, 10
@@ -489,7 +588,7 @@ def train_encoder(kind: str, positions: str) -> tuple[Transformer, float, float,
                                                           batch_size=seq_batch, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     model = Transformer(vocab, length, num_heads=4, positions=positions, causal=False, **seq_size).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(decay_groups(model, weight_decay=0.01), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, pct_start=0.1,
                                                     total_steps=seq_epochs * len(train_loader))
     t0 = time.perf_counter()
@@ -612,8 +711,8 @@ top = counts.argsort(descending=True)[:10]
 print("most frequent:", [tokenizer.itos[i] for i in top])
 
 # %% [markdown]
-# Now train a small GPT with RoPE positions on it with `dlcourse.fit`, AdamW and a one-cycle learning-rate
-# schedule. The training budget is a number of **steps** (optimizer updates of `batch_size` windows each),
+# Now train a small GPT with RoPE positions on it with `dlcourse.fit`, AdamW (decaying the Linear layers'
+# matrices only, `decay_groups` of section 6) and a one-cycle learning-rate schedule. The training budget is a number of **steps** (optimizer updates of `batch_size` windows each),
 # fixed in advance like the compute budget of a real training run; the size of the corpus does not change it.
 # To see the validation loss fall, the steps are cut into a few *rounds* of randomly drawn windows (`fit`
 # calls them epochs) with a validation pass after each.
@@ -642,7 +741,9 @@ train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler)
 val_loader = DataLoader(val_set, batch_size=4 * batch_size)
 torch.manual_seed(cfg.seed)
 gpt = Transformer(tokenizer.vocab_size, block_size, positions="rope", causal=True, **lm_size).to(device)
-optimizer = torch.optim.AdamW(gpt.parameters(), lr=lr, weight_decay=0.1)
+optimizer = torch.optim.AdamW(decay_groups(gpt, weight_decay=0.1), lr=lr)
+assert decayed_names(optimizer, gpt) == {f"{name}.weight" for name, m in gpt.named_modules()
+                                         if isinstance(m, nn.Linear)}, "decay only the Linear layers' matrices"
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, pct_start=0.1,
                                                 total_steps=rounds * len(train_loader))
 tokens = rounds * len(train_loader) * batch_size * block_size
@@ -759,12 +860,18 @@ plot_attention(gpt.blocks[-1].attn.weights[0], labels, "language model, last lay
 
 # %% [markdown]
 # ## 10. A KV cache for fast generation
-# Generating $n$ tokens without a cache runs the model on 1, 2, …, $n$ positions: work that grows like $n^2$,
-# although at every step only the newest position is new. The keys and values of earlier positions never
-# change (the causal mask means they never see later tokens), so we can keep them: the **KV cache**. Each step
-# then computes q, k and v for the newest token only, appends its k and v to the cache, and attends over
-# everything cached. With RoPE the new token is rotated for its own position, which `SelfAttention` takes from
-# the cache's length.
+# Generating $n$ tokens without a cache runs the model on 1, 2, …, $n$ positions, although at every step only
+# the newest position is new. The two parts of the model grow differently:
+# - the projections, the MLP and the output head cost the same for every position they process, so a whole
+#   generation costs them $1 + 2 + \dots + n \approx n^2/2$ positions' worth: it grows like $n^2$;
+# - attention at a step with $t$ positions scores $t$ queries against $t$ keys, $t^2$ pairs, and a whole
+#   generation adds up $1^2 + 2^2 + \dots + n^2 \approx n^3/3$ of them: it grows like $n^3$.
+#
+# The keys and values of earlier positions never change (the causal mask means they never see later tokens), so
+# we can keep them: the **KV cache**. Each step then computes q, k and v for the newest token only, appends its
+# k and v to the cache, and attends over everything cached: one query against $t$ keys. Over a generation the
+# projections and the MLP then cost $n$ positions' worth (linear in $n$) and attention $\approx n^2/2$ pairs.
+# With RoPE the new token is rotated for its own position, which `SelfAttention` takes from the cache's length.
 #
 # The cache must not change what the model computes. The logits with and without it agree up to float
 # rounding only: with one query row instead of T, the matrix products have other shapes, and the kernels (on a
@@ -837,6 +944,58 @@ assert torch.allclose(with_cache, no_cache, rtol=1e-4, atol=1e-4)
 # The gain grows with the number of generated tokens; for a few tokens with a tiny model, the cache's
 # bookkeeping (a `torch.cat` per layer and step) can cost more than it saves.
 #
+# Times depend on the machine; the work does not. `torch.utils.flop_counter.FlopCounterMode` counts the
+# floating-point operations of every matrix product that runs (2 per multiply-add). In eval mode our attention
+# is two batched products (`aten.bmm`: $QK^\top$ and the weighted sum of values); everything else is a `Linear`
+# layer (`aten.addmm`). Counting both for generations of several lengths from a one-token prompt, and fitting a
+# line to log FLOPs against log $n$, gives each curve's growth exponent. (`FlopCounterMode` does not count
+# `F.scaled_dot_product_attention` on the CPU in this version: one more reason this section runs our own
+# attention.)
+
+# %%
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def generation_flops(model: Transformer, n: int, use_cache: bool) -> tuple[int, int]:
+    """FLOPs of generating n tokens greedily from a one-token prompt: (attention's products, all the rest)."""
+    with FlopCounterMode(display=False) as counter:
+        generate(model, prompt_ids[:, :1], n, temperature=0, use_cache=use_cache)
+    by_op = {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
+    attention_flops = by_op.pop("aten.bmm", 0)
+    assert set(by_op) <= {"aten.addmm", "aten.mm"}, by_op                  # the rest: Linear layers only
+    return attention_flops, sum(by_op.values())
+
+
+def growth_exponent(ns, values) -> float:
+    """Slope of the least-squares line through (log n, log value)."""
+    x, y = torch.tensor(ns, dtype=torch.float64).log(), torch.tensor(values, dtype=torch.float64).log()
+    return (((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()).item()
+
+
+ns = cfg.pick(smoke=(8, 16, 32), small=(16, 32, 64, 128), full=(32, 64, 128, 256))   # at most max_len
+counts = {use_cache: [generation_flops(gpt, n, use_cache) for n in ns] for use_cache in (False, True)}
+L, D = len(gpt.blocks), gpt.tok.embedding_dim
+linear_weights = sum(m.weight.numel() for m in gpt.modules() if isinstance(m, nn.Linear))
+print(f"{'n':>5} | {'no cache: attention':>19} | {'rest':>12} | {'KV cache: attention':>19} | {'rest':>10}")
+for i, n in enumerate(ns):
+    (a_plain, r_plain), (a_cached, r_cached) = counts[False][i], counts[True][i]
+    print(f"{n:>5} | {a_plain:>19,} | {r_plain:>12,} | {a_cached:>19,} | {r_cached:>10,}")
+    # the sums above, exactly: 4·L·D FLOPs per query-key pair, 2 per Linear weight and position
+    assert a_plain == 4 * L * D * sum(t * t for t in range(1, n + 1))
+    assert r_plain == 2 * linear_weights * sum(range(1, n + 1))
+    assert a_cached == 4 * L * D * sum(range(1, n + 1)) and r_cached == 2 * linear_weights * n
+exponents = {(use_cache, part): growth_exponent(ns, [c[j] for c in counts[use_cache]])
+             for use_cache in (False, True) for j, part in enumerate(("attention", "rest"))}
+for (use_cache, part), e in exponents.items():
+    print(f"{'KV cache' if use_cache else 'no cache'}, {part:>9}: FLOPs grow like n^{e:.2f}")
+assert 2.7 < exponents[False, "attention"] < 3.0 and 1.8 < exponents[False, "rest"] < 2.0
+assert 1.8 < exponents[True, "attention"] < 2.0 and abs(exponents[True, "rest"] - 1) < 1e-9
+
+# %% [markdown]
+# The fitted exponents sit a little below 3 and 2 because the sums are $n^3/3 + n^2/2 + \dots$ and
+# $n^2/2 + n/2$, whose lower terms still matter at these lengths. With or without a cache, attention's share of
+# the work grows in proportion to $n$, so in long generations attention dominates whatever the model's width.
+#
 # The cache costs memory instead: two tensors of shape (B, H, T, D/H) per layer, growing with every token. For
 # large models serving many users this, not compute, limits the batch size; multi-query and grouped-query
 # attention (several query heads sharing one key/value head) shrink it.
@@ -853,7 +1012,9 @@ assert torch.allclose(with_cache, no_cache, rtol=1e-4, atol=1e-4)
 #   it is a GPT: trained on Python source, it goes well below the unigram baseline and writes Python-looking
 #   text.
 # - Temperature and top-k shape the sampling distribution; temperature 0 is greedy.
-# - A KV cache keeps keys and values of past tokens, so each new token costs one position of work; the
+# - Without a cache, generating $n$ tokens costs the projections and MLP $\sim n^2$ and attention $\sim n^3$
+#   FLOPs. A KV cache keeps keys and values of past tokens, so each new token costs one position of projections
+#   and MLP plus one query's attention over the cache ($\sim n$ and $\sim n^2$ in all, counted above); the
 #   logits equal the uncached ones up to float rounding, and the speed-up is measured above.
 
 # %%

@@ -1,8 +1,9 @@
 """The from-scratch pieces of notebook 06 (transformers), checked against PyTorch.
 
 Notebooks cannot be imported, so compact copies of the notebook's functions live here: scaled dot-product
-attention with masks, multi-head attention, sinusoidal and rotary positions, the pre-LN block, the small
-transformer with its KV cache, and sampling with temperature and top-k. Keep them in step with the notebook.
+attention with masks, multi-head attention, sinusoidal and rotary positions (both pairing conventions), the
+pre-LN block, the small transformer with its KV cache, AdamW's parameter groups, the FLOP count of generation,
+and sampling with temperature and top-k. Keep them in step with the notebook.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ def apply_rope(x, start=0, base=10000.0):
     cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
     x_even, x_odd = x[..., 0::2], x[..., 1::2]
     return torch.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], dim=-1).flatten(-2)
+
+
+def apply_rope_half(x, start=0, base=10000.0):
+    T, d = x.shape[-2:]
+    p = torch.arange(start, start + T, dtype=torch.float32, device=x.device)
+    omega = base ** (-torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d)
+    angle = (p[:, None] * omega).repeat(1, 2)
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    rotate_half = torch.cat([-x2, x1], dim=-1)
+    return x * angle.cos().to(x.dtype) + rotate_half * angle.sin().to(x.dtype)
 
 
 class SelfAttention(MultiHeadAttention):
@@ -171,6 +182,29 @@ def generate(model, idx, num_new_tokens, temperature=1.0, top_k=None, use_cache=
     return idx
 
 
+def decay_groups(model, weight_decay):
+    matrices = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    chosen = {id(p) for p in matrices}
+    others = [p for p in model.parameters() if id(p) not in chosen]
+    return [{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
+
+
+def decayed_names(optimizer, model):
+    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    return {name for name, p in model.named_parameters() if id(p) in decayed}
+
+
+def generation_flops(model, prompt_ids, n, use_cache):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        generate(model, prompt_ids[:, :1], n, temperature=0, use_cache=use_cache)
+    by_op = {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
+    attention_flops = by_op.pop("aten.bmm", 0)
+    assert set(by_op) <= {"aten.addmm", "aten.mm"}, by_op
+    return attention_flops, sum(by_op.values())
+
+
 @torch.no_grad()
 def logits_with_cache(model, idx, prompt_len):
     model.eval()
@@ -241,6 +275,17 @@ def test_padding_mask_shape_and_values():
     mask = padding_mask(torch.tensor([1, 3]), 4)
     assert mask.shape == (2, 1, 1, 4) and mask.dtype == torch.bool
     assert mask[:, 0, 0].tolist() == [[True, False, False, False], [True, True, True, False]]
+
+
+def test_a_fully_masked_row_is_nan_in_ours_and_zero_in_torchs_on_the_cpu():
+    # notebook 06 says so, measured: the hand-written softmax computes 0/0, PyTorch's CPU kernel returns zeros
+    q, k, v = _qkv(B=1, H=2, T_q=3, T_k=3, d=4)
+    allowed = torch.tensor([[False, False, False], [True, True, False], [True, True, True]])
+    ours = attention(q, k, v, allowed)[0]
+    torchs = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    assert ours[..., 0, :].isnan().all()
+    assert (torchs[..., 0, :] == 0).all()
+    assert torch.allclose(ours[..., 1:, :], torchs[..., 1:, :], atol=1e-6)
 
 
 # --- multi-head attention -----------------------------------------------------------------------------------
@@ -326,6 +371,34 @@ def test_rope_scores_depend_on_relative_position_only():
     assert score(0, 0) == pytest.approx((q @ k.T).item(), abs=1e-5)
 
 
+def test_rope_half_matches_hugging_face_llama():
+    pytest.importorskip("transformers")
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    assert config.rope_parameters["rope_theta"] == 10000.0
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 2, 4, 10, 16, generator=gen)                 # (B, H, T, d) each
+    cos, sin = LlamaRotaryEmbedding(config)(q, torch.arange(3, 13)[None].expand(2, -1))
+    q_hf, k_hf = apply_rotary_pos_emb(q, k, cos, sin)
+    assert torch.allclose(apply_rope_half(q, start=3), q_hf, atol=1e-5)
+    assert torch.allclose(apply_rope_half(k, start=3), k_hf, atol=1e-5)
+
+
+def test_the_two_rope_conventions_agree_only_after_permuting_the_features():
+    gen = torch.Generator().manual_seed(0)
+    d = 16
+    q, k = torch.randn(2, 12, d, generator=gen)
+    to_halves = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
+    assert torch.allclose(apply_rope_half(q[:, to_halves], 4), apply_rope(q, 4)[:, to_halves], atol=1e-5)
+    scores = apply_rope(q) @ apply_rope(k).T
+    permuted = apply_rope_half(q[:, to_halves]) @ apply_rope_half(k[:, to_halves]).T
+    mixed = apply_rope_half(q) @ apply_rope_half(k).T
+    assert torch.allclose(permuted, scores, atol=1e-4)
+    assert (mixed - scores).abs().max() > 0.1 * scores.abs().max()
+
+
 # --- the block and the model --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -391,6 +464,34 @@ def test_flops_rule_counts_matrix_weights_and_attention():
     assert transformer_training_flops(model, 16) == 6 * n + 12 * 3 * 16 * 32
     learned = Transformer(vocab_size=13, max_len=16, d_model=32, num_heads=4, num_layers=3, positions="learned")
     assert transformer_training_flops(learned, 16) == transformer_training_flops(model, 16)   # lookups are free
+
+
+def test_decay_groups_decay_only_the_linear_matrices():
+    model = Transformer(vocab_size=10, max_len=8, d_model=16, num_heads=2, num_layers=2, positions="learned")
+    groups = decay_groups(model, weight_decay=0.1)
+    optimizer = torch.optim.AdamW(groups, lr=1e-3)
+    decayed = decayed_names(optimizer, model)
+    assert decayed == {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    assert not decayed & {"tok.weight", "pos.weight", "ln.weight", "head.bias", "blocks.0.ln1.weight"}
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
+    # the old mistake, all parameters in one decayed group, is caught
+    assert decayed_names(torch.optim.AdamW(model.parameters(), weight_decay=0.1), model) != decayed
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_generation_flops_grow_like_n3_and_n2_without_a_cache_n2_and_n_with_one(num_layers):
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=11, max_len=32, d_model=16, num_heads=2, num_layers=num_layers,
+                        positions="rope")
+    prompt = torch.tensor([[3]])
+    linear_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    for n in (5, 12, 32):
+        attention_plain, rest_plain = generation_flops(model, prompt, n, use_cache=False)
+        attention_cached, rest_cached = generation_flops(model, prompt, n, use_cache=True)
+        assert attention_plain == 4 * num_layers * 16 * sum(t * t for t in range(1, n + 1))     # ~ n^3 / 3
+        assert rest_plain == 2 * linear_weights * sum(range(1, n + 1))                         # ~ n^2 / 2
+        assert attention_cached == 4 * num_layers * 16 * sum(range(1, n + 1))                  # ~ n^2 / 2
+        assert rest_cached == 2 * linear_weights * n
 
 
 class _Scripted(nn.Module):
