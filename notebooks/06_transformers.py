@@ -712,8 +712,9 @@ print("most frequent:", [tokenizer.itos[i] for i in top])
 
 # %% [markdown]
 # Now train a small GPT with RoPE positions on it with `dlcourse.fit`, AdamW (decaying the Linear layers'
-# matrices only, `decay_groups` of section 6) and a one-cycle learning-rate schedule. The training budget is a number of **steps** (optimizer updates of `batch_size` windows each),
-# fixed in advance like the compute budget of a real training run; the size of the corpus does not change it.
+# matrices only, `decay_groups` of section 6) and a one-cycle learning-rate schedule. The training budget is a
+# number of **steps** (optimizer updates of `batch_size` windows each), fixed in advance like the compute budget
+# of a real training run; the size of the corpus does not change it.
 # To see the validation loss fall, the steps are cut into a few *rounds* of randomly drawn windows (`fit`
 # calls them epochs) with a validation pass after each.
 #
