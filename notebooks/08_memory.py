@@ -152,23 +152,58 @@ print_table(["recipe", "P", "parameters", "gradients", "optimiser (formula)", "o
 # MLP's 6 tensors), negligible. On a GPU the table is the same: these are the tensors' sizes, independent of the
 # device (with `fused=True` or `capturable=True`, Adam's step counters live on the GPU too).
 #
-# What this means for large models is arithmetic, not measurement, but worth doing once. The usual mixed-precision
-# recipe keeps bfloat16 (or float16) weights and gradients for the computation *and* a float32 master copy of the
-# weights plus float32 Adam state: $2 + 2 + 4 + 8 = 16$ bytes per parameter — mixed precision speeds training up,
-# it does not shrink this part.
+# What this means for large models is arithmetic, not measurement, but worth doing once. Mixed precision
+# (notebook 07) comes in two memory layouts, and they are easy to mix up:
+# - **autocast** (`torch.autocast`, what notebook 07 and `dlcourse.fit` use): the parameters, their gradients and
+#   Adam's state stay float32, $4 + 4 + 8 = 16$ bytes per parameter; each matrix product works on a temporary
+#   16-bit copy of its weight, which lives only during the step, next to the activations (autograd saves it for
+#   backward, so section 2's `saved_tensor_bytes` counts it);
+# - **16-bit weights + float32 master copy** (the layout of Megatron-LM, DeepSpeed and the ZeRO paper):
+#   bfloat16 (or float16) weights and gradients for the computation, plus a float32 copy of the weights that the
+#   float32 Adam state updates: $2 + 2 + 4 + 8 = 16$ bytes per parameter.
+#
+# Both hold 16 bytes per parameter between steps: mixed precision speeds training up, it does not shrink this part.
+# The next cell measures the autocast layout on our MLP and computes the table for larger models.
 
 # %%
-recipes_per_param = [("SGD, float32", 4 + 4), ("Adam, float32", 4 + 4 + 8),
-                     ("Adam, mixed precision (bf16 + fp32 master)", 2 + 2 + 4 + 8),
-                     ("Adam, pure bfloat16", 2 + 2 + 4)]
-sizes = [("this MLP", dlcourse.models.count_parameters(make_mlp())), ("GPT-2 small", 124_000_000),
-         ("1.3 B", 1_300_000_000), ("7 B", 7_000_000_000)]
+model = make_mlp()
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+with torch.autocast(device.type, dtype=dlcourse.config.amp_dtype(device)):     # notebook 07's recipe
+    loss = F.cross_entropy(model(X_demo), y_demo)
+loss.backward()
+optimizer.step()
+measured = model_state_bytes(model, optimizer)
+num_params, step_bytes = dlcourse.models.count_parameters(model), 4 * len(list(model.parameters()))
+print(f"autocast, measured: {(measured['total'] - step_bytes) / num_params:g} bytes per parameter between steps "
+      f"(parameters {next(model.parameters()).dtype}, gradients {next(model.parameters()).grad.dtype})")
+assert measured["total"] == (4 + 4 + 8) * num_params + step_bytes     # float32 throughout; bf16 copies are gone
+
+bytes_per_param = {  # (parameters, gradients, master copy, Adam's two moments)
+    "SGD, float32": (4, 4, 0, 0),
+    "Adam, float32": (4, 4, 0, 8),
+    "Adam, autocast (fp32 weights; 16-bit copies temporary)": (4, 4, 0, 8),
+    "Adam, 16-bit weights + fp32 master copy": (2, 2, 4, 8),
+    "Adam, pure bfloat16": (2, 2, 0, 4),
+}
+sizes = [("this MLP", num_params), ("GPT-2 small", 124_000_000), ("1.3 B", 1_300_000_000),
+         ("7 B", 7_000_000_000)]
 print_table(["recipe", "bytes/param"] + [name for name, _ in sizes],
-            [[name, b] + [format_bytes(b * n) for _, n in sizes] for name, b in recipes_per_param])
+            [[name, sum(parts)] + [format_bytes(sum(parts) * n) for _, n in sizes]
+             for name, parts in bytes_per_param.items()])
+
+P_7B, GiB, gpu_80GB = 7_000_000_000, 2**30, 80e9
+grads_and_adam = P_7B * (4 + 8)                          # float32 gradients and Adam's two moments: 12 B/param
+with_weights = P_7B * sum(bytes_per_param["Adam, float32"])   # ... and the float32 weights: 16 B/param
+print(f"7 B parameters, Adam in float32: gradients + Adam's moments {grads_and_adam / GiB:.1f} GiB; with the "
+      f"weights {with_weights / GiB:.1f} GiB; one 80 GB GPU holds {gpu_80GB / GiB:.1f} GiB")
+assert 70 * GiB < grads_and_adam < 80 * GiB < 100 * GiB < with_weights < 110 * GiB
+assert grads_and_adam > gpu_80GB                          # even without the weights, more than one 80 GB GPU
 
 # %% [markdown]
-# A 7-billion-parameter model needs over 100 GiB for Adam's state and gradients alone: more than one 80 GB GPU,
-# before any activation. That is why large models shard this state over GPUs (FSDP/ZeRO, notebook 09).
+# Training a 7-billion-parameter model with Adam needs 16 bytes per parameter before any activation, in float32 and
+# in either mixed-precision layout: the cell above prints the total, and the gradients and Adam's moments alone
+# (12 of the 16 bytes) are already more than one 80 GB GPU holds. That is why large models shard this state over
+# GPUs (FSDP/ZeRO, notebook 09).
 #
 # ## 2. Activations: what autograd saves for backward
 # The fourth kind of memory grows with the batch. To compute gradients, backward needs some tensors from the

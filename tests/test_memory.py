@@ -43,6 +43,21 @@ def test_model_state_bytes_adam_by_hand():
     assert after["total"] == 58 * 4 * 4 + 16
 
 
+def test_autocast_keeps_float32_parameters_gradients_and_adam_state():
+    # notebook 08: the autocast layout holds 16 bytes per parameter between steps (the 16-bit copies are temporary);
+    # 12 of them, gradients and Adam's moments, already make 78 GiB for 7 B parameters (104 GiB with the weights)
+    model = tiny_mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(5, 4))
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    optimizer.step()
+    assert all(p.dtype == p.grad.dtype == torch.float32 for p in model.parameters())
+    assert model_state_bytes(model, optimizer)["total"] == 16 * 58 + 4 * 4
+    assert round(7e9 * 12 / 2**30, 1) == 78.2 and round(7e9 * 16 / 2**30, 1) == 104.3
+
+
 def test_model_state_bytes_sgd_momentum_and_zero_grad():
     model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
