@@ -19,7 +19,8 @@
 # - write scaled dot-product attention with a mask, and match `F.scaled_dot_product_attention`;
 # - split attention into heads and merge them back, and match `nn.MultiheadAttention` given the same weights;
 # - apply rotary position embeddings (RoPE) to queries or keys;
-# - sample the next token with a temperature and top-k filtering.
+# - sample the next token with a temperature and top-k filtering;
+# - predict how the cost of attention grows with the sequence length, before measuring it.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
@@ -27,9 +28,9 @@
 # them, and some extra hidden tests. `dlcourse check labs/lab06_transformers.ipynb` tells you what passes.
 # Each exercise is graded on its own: a later one never calls your answer to an earlier one.
 #
-# **Time.** About 60–90 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
+# **Time.** About 75–100 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
 #
-# **Points.** 10 in all: masks 2, attention 2, multi-head attention 2, RoPE 2, sampling 2.
+# **Points.** 12 in all: masks 2, attention 2, multi-head attention 2, RoPE 2, sampling 2, predicting FLOPs 2.
 #
 # **Shapes.** B batch, H heads, T positions (T_q queries, T_k keys), d the size of one head, D = H·d the model
 # width, V the vocabulary size.
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dlcourse
-from dlcourse.grading.checks import check_close, check_equal, check_true, forbid
+from dlcourse.grading.checks import check_close, check_equal, check_prediction, check_true, forbid
 
 cfg = dlcourse.setup(seed=0)
 # Tests of from-scratch attention switch PyTorch's fused versions off while they call yours.
@@ -66,7 +67,7 @@ NO_BUILTIN_ATTENTION = ("write attention from tensor operations: F.scaled_dot_pr
 # attend", the convention of `F.scaled_dot_product_attention`.
 #
 # - `causal_mask(T)`: a `(T, T)` tensor whose entry `[i, j]` is `True` when `j <= i`, so that position `i` of
-#   a language model sees itself and the past, never the future. (Look at `torch.ones(...).tril()`.)
+#   a language model sees itself and the past, never the future.
 # - `padding_mask(lengths, T)`: a batch holds sequences of different lengths, padded at the end up to `T`.
 #   For `lengths` of shape `(B,)`, return a `(B, 1, 1, T)` tensor that is `True` at the positions
 #   `t < lengths[b]` of sequence `b` and `False` on its padding. The two singleton dimensions let it broadcast
@@ -109,16 +110,16 @@ print("masks: visible tests passed")
 # $$\mathrm{attention}(Q, K, V) = \mathrm{softmax}\!\Big(\frac{Q K^\top}{\sqrt{d}}\Big)\, V$$
 #
 # Write `attention(q, k, v, mask=None)` for `q` of shape `(..., T_q, d)`, `k` of shape `(..., T_k, d)` and `v`
-# of shape `(..., T_k, d_v)`; the leading dimensions `...` (for example `B, H`) are batch dimensions.
+# of shape `(..., T_k, d_v)`; the leading dimensions `...` (for example `B, H`) are batch dimensions. It returns
+# the output `(..., T_q, d_v)` and the weights `(..., T_q, T_k)`, and must
 #
-# 1. Scores: `q @ k.transpose(-2, -1)`, divided by $\sqrt{d}$ where `d = q.size(-1)`: shape `(..., T_q, T_k)`.
-# 2. Where `mask` is `False`, set the score to `float("-inf")` (`masked_fill` with `~mask`), so that its
-#    weight becomes exactly 0. The mask broadcasts against the scores (e.g. `(T_q, T_k)` or `(B, 1, 1, T_k)`).
-# 3. Weights: softmax over the **keys** (the last dimension); each row then sums to 1.
-# 4. Output: `weights @ v`, shape `(..., T_q, d_v)`.
+# - compute the formula above with $d$ = `q.size(-1)`, each query's weights summing to 1 over the keys;
+# - give a key that `mask` forbids (`False`) a weight of **exactly** 0, for any mask that broadcasts against the
+#   weights (e.g. `(T_q, T_k)` or `(B, 1, 1, T_k)`);
+# - keep the inputs' dtype, leave the inputs unchanged, and stay differentiable.
 #
-# Return both the output and the weights. `torch.softmax` is allowed; `F.scaled_dot_product_attention` is
-# switched off while the tests call your function.
+# `torch.softmax` is allowed; `F.scaled_dot_product_attention` is switched off while the tests call your
+# function.
 
 # %% nbgrader={"grade": false, "grade_id": "attention-answer", "locked": false, "schema_version": 3, "solution": true}
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -188,16 +189,14 @@ print("attention: visible tests passed")
 # three linear layers, splits the `D` features into `H` heads of size `d = D / H`, runs attention in every
 # head at once, merges the heads back and applies an output projection.
 #
-# Complete `forward`:
-# 1. `q = self.q_proj(x)`, and the same for `k` and `v`: each `(B, T, D)`.
-# 2. Split the heads: `(B, T, D)` → `view` as `(B, T, H, d)` → `transpose(1, 2)` → `(B, H, T, d)`.
-#    (Viewing `(B, T, D)` directly as `(B, H, T, d)` mixes positions and heads: a classic bug.)
-# 3. Attend with `F.scaled_dot_product_attention(q, k, v, attn_mask=mask)` (it does what your exercise 2
-#    does; using it keeps this exercise independent of that one): `(B, H, T, d)`.
-# 4. Merge the heads: `transpose(1, 2)` back to `(B, T, H, d)`, then `reshape` to `(B, T, D)`.
-# 5. Return `self.out_proj(...)`.
-#
-# The test copies your weights into `nn.MultiheadAttention` and compares the outputs.
+# Complete `forward` so that the module computes what `nn.MultiheadAttention` computes with the same weights
+# (the test copies yours into it and compares the outputs, with and without a mask): feature `h·d + j` of the
+# projected queries, keys and values is feature `j` of head `h`, every head attends on its own, and `out_proj`
+# mixes the heads' outputs, concatenated in head order. For the attention itself use
+# `F.scaled_dot_product_attention(q, k, v, attn_mask=mask)` on `(B, H, T, d)` tensors (it does what your
+# exercise 2 does; using it keeps this exercise independent of that one). Mind the difference between a
+# `(B, T, D)` tensor *viewed* as `(B, H, T, d)` and one split into heads: only one of them keeps each position's
+# features together.
 
 # %% nbgrader={"grade": false, "grade_id": "mha-answer", "locked": false, "schema_version": 3, "solution": true}
 class MultiHeadAttention(nn.Module):
@@ -328,17 +327,13 @@ print("apply_rope: visible tests passed")
 #
 # A language model outputs logits of shape `(B, V)` for the next token. Write
 # `sample_next(logits, temperature=1.0, top_k=None, generator=None)` returning one token id per row, an int64
-# tensor of shape `(B,)`:
+# tensor of shape `(B,)` of ids into the vocabulary (`0 .. V-1`, not positions within the top k):
 #
-# 1. `temperature == 0` means greedy decoding: return the argmax of each row (no randomness).
-# 2. Otherwise divide the **logits** by the temperature (below 1 sharpens the distribution, above 1 flattens
-#    it).
-# 3. If `top_k` is given, keep the `top_k` largest logits of each row and set the others to `float("-inf")`.
-#    (`logits.topk(top_k, dim=-1).values[:, -1:]` is each row's k-th largest value, shape `(B, 1)`.)
-# 4. Softmax over the vocabulary and draw with `torch.multinomial(probs, num_samples=1, generator=generator)`,
-#    then drop the last dimension.
-#
-# The result must be ids into the vocabulary (`0 .. V-1`), not positions within the top k.
+# - `temperature == 0` is greedy decoding: each row's argmax, no randomness;
+# - otherwise row `b` draws id `i` with probability $\mathrm{softmax}(\text{logits}_b / \text{temperature})_i$,
+#   restricted to the row's `top_k` largest logits (when `top_k` is given) and renormalised over them;
+# - all randomness comes from `generator` (pass it to `torch.multinomial`), so that the same seed repeats the
+#   draws, and `logits` is left unchanged.
 
 # %% nbgrader={"grade": false, "grade_id": "sampling-answer", "locked": false, "schema_version": 3, "solution": true}
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -383,6 +378,95 @@ for _temperature, _top_k in [(1.0, None), (0.5, None), (2.0, None), (1.0, 2), (0
                      "logits (set the rest to -inf), and return vocabulary ids, not positions within the top k")
 print("sample_next: visible tests passed")
 
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "flops-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# ## Exercise 6: predict the cost of attention (2 points)
+#
+# Predict first, measure second. How many floating-point operations (FLOPs) does one forward pass of the
+# multi-head self-attention of exercise 3 cost, for a batch of `B` sequences of `T` tokens, width `D` and `H`
+# heads? Count what `torch.utils.flop_counter.FlopCounterMode` counts: **matrix products only**, 2 FLOPs (a
+# multiply and an add) per multiply-add, so a `(m, k) @ (k, n)` product is `2·m·k·n` FLOPs; biases, the
+# $1/\sqrt{d}$ scaling, masks and the softmax are not counted. The module runs four `Linear(D, D)` projections
+# (queries, keys, values, output) and, in every head, the two products of attention ($QK^\top$ and the weighted
+# sum of the values).
+#
+# Write `mha_flops(batch_size, seq_len, d_model, num_heads)` returning that number as an int, from the sizes alone
+# (`FlopCounterMode` is switched off while the tests call your function). The test cell then measures it with
+# `FlopCounterMode` on a real module for several shapes, some of them hidden. **Tolerance: exact** (the count is
+# an integer; each shape is a separate check). Before you write it: does the number of heads matter? And when
+# `T` doubles, which part doubles and which part quadruples?
+
+# %% nbgrader={"grade": false, "grade_id": "flops-answer", "locked": false, "schema_version": 3, "solution": true}
+def mha_flops(batch_size: int, seq_len: int, d_model: int, num_heads: int) -> int:
+    """FLOPs of one forward pass of multi-head self-attention, as FlopCounterMode counts them."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% nbgrader={"grade": true, "grade_id": "flops-tests", "locked": true, "points": 2, "schema_version": 3, "solution": false} editable=false deletable=false
+import torch.utils.flop_counter
+
+NO_FLOP_COUNTER = "predict from the sizes: FlopCounterMode is switched off while the tests call your function"
+
+
+class _AttentionFromProducts(nn.Module):
+    """Multi-head self-attention written with explicit matrix products, so that FlopCounterMode sees every one
+    on any device (it does not count F.scaled_dot_product_attention's CPU kernel)."""
+
+    def __init__(self, d_model, num_heads, device=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model, device=device)
+                                                                for _ in range(4))
+
+    def forward(self, x):                                                # x: (B, T, D)
+        B, T, D = x.shape
+        def split(t):                                                    # (B, T, D) -> (B, H, T, d)
+            return t.view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        weights = (q @ k.transpose(-2, -1) / math.sqrt(D // self.num_heads)).softmax(dim=-1)   # (B, H, T, T)
+        return self.out_proj((weights @ v).transpose(1, 2).reshape(B, T, D))
+
+
+def _measured_split(batch_size, seq_len, d_model, num_heads):
+    """FlopCounterMode's counts for one forward pass of a real module of these sizes, by operator: {name: FLOPs}.
+    On the "meta" device tensors have shapes but no data: the operators run (and are counted) without computing."""
+    module = _AttentionFromProducts(d_model, num_heads, device="meta")
+    with torch.no_grad(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        module(torch.zeros(batch_size, seq_len, d_model, device="meta"))
+    return {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
+
+
+def _measured_flops(*sizes):
+    return sum(_measured_split(*sizes).values())
+
+
+def _predicted_flops(*sizes):
+    with forbid([(torch.utils.flop_counter.FlopCounterMode, "__enter__")], NO_FLOP_COUNTER):
+        return mha_flops(*sizes)
+
+
+for _sizes in [(2, 16, 64, 4), (1, 128, 32, 1)]:
+    check_prediction(f"FLOPs for (B, T, D, H) = {_sizes}", _predicted_flops(*_sizes),
+                     expected=_measured_flops(*_sizes), rtol=0.0,
+                     hint="four (B·T, D) @ (D, D) projections, plus per head a (T, d) @ (d, T) and a (T, T) @ (T, d) "
+                          "product; 2 FLOPs per multiply-add")
+print("mha_flops: visible tests passed")
+
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "flops-look", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# Not graded: the measured split for a model of width 512 as the sequence grows. The projections grow like `T`,
+# attention's products like `T²`: they cost the same at `T = 2·D`, and beyond that attention dominates.
+
+# %% nbgrader={"grade": false, "grade_id": "flops-table", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+print(f"{'T':>5} | {'projections (aten.addmm)':>24} | {'attention products (aten.bmm)':>29} | {'yours':>16}")
+for _T in (128, 512, 1024, 2048, 8192):
+    _split = _measured_split(1, _T, 512, 8)
+    try:
+        _yours = f"{mha_flops(1, _T, 512, 8):,}"
+    except Exception:                                    # not written yet, or failing
+        _yours = "-"
+    print(f"{_T:>5} | {_split.get('aten.addmm', 0):>24,} | {_split.get('aten.bmm', 0):>29,} | {_yours:>16}")
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Summary

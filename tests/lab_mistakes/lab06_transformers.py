@@ -1,4 +1,4 @@
-"""Plausible mistakes in lab 06 and the exact total each must score (out of 10), for tests/test_labs.py.
+"""Plausible mistakes in lab 06 and the exact total each must score (out of 12), for tests/test_labs.py.
 
 Each entry: ({answer grade_id: wrong source}, expected total). Answers not named come from the solution.
 A test cell's points are split over its checks by weight, so a mistake can lose part of a cell's points.
@@ -71,6 +71,16 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None):
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)"""
 
+ATTENTION_PER_HEAD_ONLY = """\
+def mha_flops(batch_size, seq_len, d_model, num_heads):
+    d = d_model // num_heads
+    projections = 8 * batch_size * seq_len * d_model * d_model
+    return projections + 4 * batch_size * seq_len * seq_len * d  # one head's products, not all H heads'"""
+
+PROJECTIONS_ONLY = """\
+def mha_flops(batch_size, seq_len, d_model, num_heads):
+    return 8 * batch_size * seq_len * d_model * d_model  # the four Linear layers; attention's products forgotten"""
+
 MISTAKES = [
     # masks-tests: checks weigh 1 + 1 visible, 1 + 1 + 1 + 1 hidden = 6. The upper triangle fails causal_mask(4),
     # "sizes 1, 2 and 7", "equals is_causal=True" and "combine to (B, 1, T, T)"; both padding checks pass
@@ -79,10 +89,10 @@ MISTAKES = [
     # shapes, the row sums, the zero weights on masked keys and "inputs unchanged" still pass (4 of 12); every
     # comparison of values with F.scaled_dot_product_attention fails -> 2 * 4/12.
     ({"masks-answer": UPPER_TRIANGLE_MASKS, "attention-answer": UNSCALED_ATTENTION},
-     10 - 2 * (1 - 2 / 6) - 2 * (1 - 4 / 12)),
+     12 - 2 * (1 - 2 / 6) - 2 * (1 - 4 / 12)),
     # mha-tests: 1 + 2 + 1 visible, 2 + 1 + 1 hidden = 8. Viewing (B, T, D) as (B, H, T, d) keeps the output
     # shape and the gradients (2 of 8) but every comparison with nn.MultiheadAttention fails -> 2 * 2/8.
-    ({"mha-answer": HEADS_VIEWED_WITHOUT_TRANSPOSE}, 10 - 2 * (1 - 2 / 8)),
+    ({"mha-answer": HEADS_VIEWED_WITHOUT_TRANSPOSE}, 12 - 2 * (1 - 2 / 8)),
     # rope-tests: 1 + 1 + 1 + 1 + 2 + 1 visible, 1 + 1 + 1 + 1 + 1 hidden = 12. Rotating the pairs
     # (x[i], x[i + d/2]) is still a rotation: position 0, shape and dtype, lengths and "input unchanged" pass
     # (4 of 12), every value check fails -> 2 * 4/12.
@@ -91,8 +101,13 @@ MISTAKES = [
     # two frequency checks, greedy/top-1, independent rows, the generator, logits unchanged: 8 of 12) pass,
     # those at temperatures 0.5, 2, 0.7 and 1.3 fail -> 2 * 8/12.
     ({"rope-answer": ROPE_ROTATE_HALF, "sampling-answer": TEMPERATURE_ON_PROBABILITIES},
-     10 - 2 * (1 - 4 / 12) - 2 * (1 - 8 / 12)),
+     12 - 2 * (1 - 4 / 12) - 2 * (1 - 8 / 12)),
     # sampling-tests: returning positions within the top k fails every check that filters (top_k 2 and 3,
     # top_k=1 is the argmax, top_k = V): 4 of 12 -> 2 * 8/12.
-    ({"sampling-answer": TOP_K_POSITIONS_NOT_IDS}, 10 - 2 * (1 - 8 / 12)),
+    ({"sampling-answer": TOP_K_POSITIONS_NOT_IDS}, 12 - 2 * (1 - 8 / 12)),
+    # flops-tests: 2 visible + 3 hidden shapes, weight 1 each = 5. Counting one head's products is right only for
+    # H = 1, the visible (1, 128, 32, 1): 1 of 5 -> 2 * 1/5.
+    ({"flops-answer": ATTENTION_PER_HEAD_ONLY}, 12 - 2 * (1 - 1 / 5)),
+    # flops-tests: without attention's products every shape is off (even T = 1 has 4·B·D of them): 0 of 5.
+    ({"flops-answer": PROJECTIONS_ONLY}, 12 - 2),
 ]
