@@ -18,7 +18,7 @@
 # - compute the bytes of parameters, gradients and Adam's state from a parameter count and a dtype;
 # - write a gradient-accumulation step that gives exactly the large batch's update;
 # - checkpoint the blocks of a network with `torch.utils.checkpoint`, keeping results identical and storing less;
-# - predict an MLP's activation memory (what autograd saves) from its layer sizes.
+# - predict an MLP's activation memory (what autograd saves) from its layer sizes, before measuring it.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
@@ -53,7 +53,7 @@ from torch.utils.checkpoint import checkpoint
 
 import dlcourse
 import dlcourse.memory
-from dlcourse.grading.checks import check_close, check_equal, forbid
+from dlcourse.grading.checks import check_close, check_equal, check_prediction, forbid
 
 cfg = dlcourse.setup(seed=0)
 # Tests of estimates switch the measuring helpers off while they call yours: compute, don't measure.
@@ -139,14 +139,12 @@ print("Adam memory estimate: visible tests passed")
 # ## Exercise 2: an accumulation step equal to the large batch (3 points)
 #
 # Write `accumulation_step(model, optimizer, X, y, num_micro_batches)`: **one** optimiser step on the batch
-# `(X, y)` that gives exactly the same update as computing `F.cross_entropy(model(X), y)` on the whole batch, but
-# never runs the model on more than one micro-batch at a time.
+# `(X, y)` that gives exactly the same gradients and update as `F.cross_entropy(model(X), y)` on the whole batch,
+# while the model only ever runs on `num_micro_batches` equal micro-batches (`len(X)` is divisible by it), one at a
+# time. Whatever `.grad` held before the call must not leak into the step; the gradients stay in `.grad`
+# afterwards (the tests read them). Return the whole batch's mean loss (before the step) as a Python float.
 #
-# - Clear the gradients first (`optimizer.zero_grad()`): `.grad` may hold something from before.
-# - Split `X` and `y` into `num_micro_batches` equal parts (`len(X)` is divisible by it; `X.chunk(k)` does it).
-# - For each part: the mean cross-entropy of the part, divided by `num_micro_batches`, then `.backward()`.
-# - Then one `optimizer.step()`. Leave the gradients in `.grad` afterwards (the tests read them).
-# - Return the mean loss over the whole batch as a Python float (the sum of the divided micro-batch losses).
+# Remember that `.backward()` *adds* to `.grad`, and that the whole batch's loss is a mean over all its examples.
 
 # %% nbgrader={"grade": false, "grade_id": "accumulation-answer", "locked": false, "schema_version": 3, "solution": true}
 def accumulation_step(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor,
@@ -219,15 +217,15 @@ print("accumulation step: visible tests passed")
 # ## Exercise 3: checkpointed blocks (3 points)
 #
 # Write `checkpointed_forward(blocks, x)`: run `x` through the modules in `blocks` one after the other (like
-# `nn.Sequential`), with **each block** wrapped in activation checkpointing:
-# `torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)` (already imported as `checkpoint`).
+# `nn.Sequential`), using activation checkpointing (`torch.utils.checkpoint.checkpoint`, already imported as
+# `checkpoint`) so that what autograd saves is **only each block's input** (one tensor of `x`'s size per block),
+# while the plain forward also saves everything inside the blocks. The result and all gradients, the parameters'
+# and (when it requires one) the input's, must equal the plain forward pass's, also when `x` does not require a
+# gradient, the usual case for a network's input; it must also run under `torch.no_grad()`. The tests measure the
+# saved bytes with `saved_tensor_bytes`.
 #
-# The result and all gradients must equal the plain forward pass; what autograd saves must be only each block's
-# input (one tensor of `x`'s size per block), while the plain forward also saves everything inside the blocks. The
-# tests measure it with `saved_tensor_bytes`.
-#
-# Why `use_reentrant=False`: the older implementation (`use_reentrant=True`) gives no gradients to the blocks'
-# parameters when the input `x` itself does not require a gradient — the usual case for a network's input.
+# Read `checkpoint`'s documentation about `use_reentrant`: one of its two implementations gives the blocks'
+# parameters no gradient when the input does not require one.
 
 # %% nbgrader={"grade": false, "grade_id": "checkpoint-answer", "locked": false, "schema_version": 3, "solution": true}
 def checkpointed_forward(blocks, x: torch.Tensor) -> torch.Tensor:
@@ -297,9 +295,10 @@ print("checkpointed blocks: visible tests passed")
 # %% [markdown] nbgrader={"grade": false, "grade_id": "activations-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Exercise 4: predicting activation memory (2 points)
 #
-# An MLP `Linear(in_features, h1) → act → Linear(h1, h2) → act → … → Linear(h_last, out)` runs forward on a batch
-# of `batch_size` inputs that do not require gradients. Predict the bytes of the tensors autograd saves for
-# backward, **parameters not counted** (they exist anyway), each storage once. What is saved:
+# Predict first, measure second. An MLP `Linear(in_features, h1) → act → Linear(h1, h2) → act → … →
+# Linear(h_last, out)` runs forward on a batch of `batch_size` inputs that do not require gradients. Predict the
+# bytes of the tensors autograd saves for backward, **parameters not counted** (they exist anyway), each storage
+# once. What is saved:
 #
 # - each `Linear` saves its **input** (to compute its weight's gradient) — the first one saves the batch itself;
 # - `ReLU` saves its **output** (it is positive exactly where the gradient passes). That output is the next
@@ -309,8 +308,10 @@ print("checkpointed blocks: visible tests passed")
 # - the last `Linear`'s output (the logits) is not saved.
 #
 # Write `activation_bytes(batch_size, in_features, hidden, activation, dtype)`, where `hidden` is the list of
-# hidden widths `[h1, h2, …]` and `activation` is `"relu"` or `"gelu"`. Return an int. (The output width does not
-# matter: think about why.)
+# hidden widths `[h1, h2, …]` and `activation` is `"relu"` or `"gelu"`, from the sizes alone (the measuring
+# helpers are switched off while the tests call it). The test cell then measures the real MLP with
+# `saved_tensor_bytes` for several set-ups, some of them hidden. **Tolerance: exact** (bytes are integers; each
+# set-up is a separate check). (The output width does not matter: think about why.)
 
 # %% nbgrader={"grade": false, "grade_id": "activations-answer", "locked": false, "schema_version": 3, "solution": true}
 def activation_bytes(batch_size: int, in_features: int, hidden: list, activation: str, dtype: torch.dtype) -> int:
@@ -337,15 +338,15 @@ def _predicted(*args):
         return activation_bytes(*args)
 
 
-check_equal("ReLU MLP, float32", _predicted(32, 20, [64, 48], "relu", torch.float32),
-            expected=_measured_activations(32, 20, [64, 48], "relu", torch.float32),
-            hint="the batch (32×20) plus one (32×h) tensor per hidden layer, 4 bytes each; return an int")
-check_equal("GELU MLP, float32", _predicted(32, 20, [64, 48], "gelu", torch.float32),
-            expected=_measured_activations(32, 20, [64, 48], "gelu", torch.float32),
-            hint="GELU saves its input, and the next Linear saves GELU's output: two tensors per hidden layer")
-check_equal("GELU MLP, bfloat16", _predicted(16, 12, [40], "gelu", torch.bfloat16),
-            expected=_measured_activations(16, 12, [40], "gelu", torch.bfloat16),
-            hint="bfloat16 numbers take dtype.itemsize = 2 bytes")
+check_prediction("ReLU MLP, float32 (bytes)", _predicted(32, 20, [64, 48], "relu", torch.float32),
+                 expected=_measured_activations(32, 20, [64, 48], "relu", torch.float32), rtol=0.0,
+                 hint="the batch (32×20) plus one (32×h) tensor per hidden layer, 4 bytes each")
+check_prediction("GELU MLP, float32 (bytes)", _predicted(32, 20, [64, 48], "gelu", torch.float32),
+                 expected=_measured_activations(32, 20, [64, 48], "gelu", torch.float32), rtol=0.0,
+                 hint="GELU saves its input, and the next Linear saves GELU's output: two tensors per hidden layer")
+check_prediction("GELU MLP, bfloat16 (bytes)", _predicted(16, 12, [40], "gelu", torch.bfloat16),
+                 expected=_measured_activations(16, 12, [40], "gelu", torch.bfloat16), rtol=0.0,
+                 hint="bfloat16 numbers take dtype.itemsize = 2 bytes")
 print("activation bytes: visible tests passed")
 
 
@@ -363,8 +364,10 @@ print("activation bytes: visible tests passed")
 #
 # ## Further exercises (not graded)
 #
-# 1. Extend `adam_memory_estimate` with the mixed-precision recipe: bfloat16 weights and gradients, a float32
-#    master copy and float32 Adam state. How many bytes per parameter is that?
+# 1. Extend `adam_memory_estimate` to the two mixed-precision layouts of notebook 08: autocast (float32 weights,
+#    gradients and Adam state; 16-bit copies of the weights only during the step) and bfloat16 weights and
+#    gradients with a float32 master copy and float32 Adam state. How many bytes per parameter does each hold
+#    between steps? Check the autocast one with `model_state_bytes` after a step under `torch.autocast`.
 # 2. Make `accumulation_step` accept micro-batches of different sizes (e.g. 10 examples as 4, 4, 2) and still
 #    equal the whole batch: weight each micro-batch's loss by its share of the examples.
 # 3. Add a `checkpoint_every` argument to `checkpointed_forward` and measure, with `saved_tensor_bytes` and
