@@ -12,8 +12,8 @@
 # # Lab 12: compression and export
 #
 # This lab goes with notebook 12. You write the core of each compression method yourself (the distillation
-# loss, pruning masks, int8 quantisation) and export a model to ONNX; PyTorch and ONNX Runtime check every
-# number.
+# loss, pruning masks, int8 quantisation), predict how many bytes a quantised model stores before measuring it,
+# and export a model to ONNX; PyTorch, torchao and ONNX Runtime check every number.
 #
 # **Learning goals.** After this lab you can
 # - write the temperature-scaled distillation loss, and say why it has a factor $T^2$ and why the teacher gets
@@ -21,6 +21,7 @@
 # - compute magnitude-pruning masks with an exact sparsity, unstructured and structured (whole rows), and
 #   reproduce `torch.nn.utils.prune`;
 # - quantise a tensor to int8 and back, symmetric and asymmetric, and keep the error within `scale / 2`;
+# - predict from the layer shapes how many bytes torchao's int8 and 4-bit weights take;
 # - export a model to ONNX with a dynamic batch dimension and run it in ONNX Runtime with the same outputs as
 #   PyTorch.
 #
@@ -30,11 +31,12 @@
 # them, and some extra hidden tests. `dlcourse check labs/lab12_compression_export.ipynb` tells you what
 # passes.
 #
-# **Time.** About 60–90 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
-# Exercise 5 needs the `export` extra (`onnx`, `onnxscript`, `onnxruntime`), which `make lab` installs.
+# **Time.** About 70–100 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
+# Exercises 5 and 6 need the `export` extra (`torchao`, `onnx`, `onnxscript`, `onnxruntime`), which `make lab`
+# installs.
 #
-# **Points.** 10 in all: distillation loss 2, magnitude-pruning mask 2, structured (row) mask 1, int8
-# quantisation 3, ONNX export 2.
+# **Points.** 12 in all: distillation loss 2, magnitude-pruning mask 2, structured (row) mask 1, int8
+# quantisation 3, predicted bytes of a quantised model 2, ONNX export 2.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 import importlib.util
@@ -56,7 +58,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 import dlcourse
-from dlcourse.grading.checks import check_close, check_equal, check_true, forbid
+import dlcourse.quantization
+from dlcourse.grading.checks import check_close, check_equal, check_prediction, check_true, forbid
 
 cfg = dlcourse.setup(seed=0)
 # The tests compare with torch.quantize_per_tensor, which warns that it is deprecated (torchao is its successor).
@@ -69,6 +72,9 @@ QUANTIZE_FUNCTIONS = ((torch, "quantize_per_tensor"), (torch, "quantize_per_tens
                       (torch, "fake_quantize_per_tensor_affine"), (torch, "dequantize"),
                       (torch.Tensor, "dequantize"), (torch.Tensor, "int_repr"))
 NO_BUILTIN = "write this from tensor operations: the library function that does it is switched off in the tests"
+MEASURING = ((dlcourse.quantization, "state_dict_bytes"), (dlcourse.quantization, "stored_bytes"),
+             (torch, "save"))
+NO_MEASURING = "predict from the layer sizes: quantising and measuring are switched off while the tests call yours"
 
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "kd-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
@@ -322,22 +328,103 @@ check_close("dequantize_int8 of given codes (scale 0.05, zero_point -3)", [str(_
 print("quantize_int8 / dequantize_int8: visible tests passed")
 
 
+# %% [markdown] nbgrader={"grade": false, "grade_id": "bytes-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# ## Exercise 5: predict the bytes of a quantised model (2 points)
+#
+# Notebook 12 quantised a model with torchao and counted what its state dict really stores. Now predict that
+# number *before* measuring it. The model is an MLP `Linear(widths[0], widths[1]) → ReLU → Linear(widths[1],
+# widths[2]) → … → Linear(widths[-2], widths[-1])`, every `Linear` with a bias, quantised in one of two ways:
+#
+# - `bits=8`: `quantize_(model, Int8WeightOnlyConfig())`;
+# - `bits=4`: `quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerAxis(0)))`.
+#
+# Both replace each weight `(out, in)` with int8-typed codes plus, per output row, one float32 scale and one
+# int8 zero point (all zero, but stored); the biases stay float32. The size counted is the bytes of the tensor
+# data in the state dict (`dlcourse.quantization.state_dict_bytes`: the inner tensors, not the file's overhead).
+#
+# Write `quantized_bytes(widths, bits)` returning that number of bytes as an int, from the widths alone.
+# **Tolerance: exact** (bytes are integers). Measuring is switched off while the tests call your function; the
+# test cell measures the real models and prints how far off you were.
+
+# %% nbgrader={"grade": false, "grade_id": "bytes-answer", "locked": false, "schema_version": 3, "solution": true}
+def quantized_bytes(widths: list, bits: int) -> int:
+    """Bytes of tensor data in the state dict of the MLP with these widths after torchao quantisation (8 or 4 bits)."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% nbgrader={"grade": true, "grade_id": "bytes-tests", "locked": true, "points": 2, "schema_version": 3, "solution": false} editable=false deletable=false
+import logging
+
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)   # quiet: a deprecation notice from torchao's import
+try:
+    import torchao.quantization as _tq
+    from torchao.quantization.granularity import PerAxis
+except ImportError as _err:
+    raise ImportError(f'{_err.name} is not installed: pip install "dlcourse[export]" (make lab installs it)') from _err
+
+
+def _measured_bytes(widths, bits):
+    """state_dict_bytes of the MLP after torchao quantisation with the exercise's config for ``bits``."""
+    torch.manual_seed(0)
+    layers = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+    model = nn.Sequential(*layers[:-1])
+    _tq.quantize_(model, _tq.Int8WeightOnlyConfig() if bits == 8 else
+                  _tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerAxis(0)))
+    return dlcourse.quantization.state_dict_bytes(model)
+
+
+def _predicted(widths, bits):
+    with forbid((*MEASURING, (_tq, "quantize_")), NO_MEASURING):
+        return quantized_bytes(widths, bits)
+
+
+check_prediction("int8 weights, widths [64, 32, 10]", _predicted([64, 32, 10], 8),
+                 expected=_measured_bytes([64, 32, 10], 8), rtol=0.0, weight=2,
+                 hint="per layer: out * in one-byte codes, plus per output row a 4-byte scale, a 1-byte zero point "
+                      "and a 4-byte bias")
+check_prediction("4-bit weights, widths [64, 32, 10]", _predicted([64, 32, 10], 4),
+                 expected=_measured_bytes([64, 32, 10], 4), rtol=0.0,
+                 hint="IntxWeightOnlyConfig keeps each 4-bit code in its own int8 byte: unpacked, as notebook 12 "
+                      "measured")
+print("quantized_bytes: visible tests passed")
+
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "bytes-after", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# Compare with the float32 model, which stores 4 bytes per weight and bias. The cell below measures both for a
+# narrow and a wide network: the wider one comes closer to a quarter, because its per-row extras are spread over
+# more weights per row.
+
+# %% nbgrader={"grade": false, "grade_id": "bytes-compare", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+_ratios = []
+for _widths in ([64, 32, 10], [64, 512, 512, 10]):
+    torch.manual_seed(0)
+    _fp32 = dlcourse.quantization.state_dict_bytes(nn.Sequential(
+        *[nn.Linear(n_in, n_out) for n_in, n_out in zip(_widths[:-1], _widths[1:])]))
+    _int8 = _measured_bytes(_widths, 8)
+    _ratios.append(_int8 / _fp32)
+    print(f"widths {_widths}: float32 {_fp32:,} bytes, int8 {_int8:,} bytes ({_int8 / _fp32:.3f} of float32)")
+assert 0.25 < _ratios[1] < _ratios[0]
+
+
 # %% [markdown] nbgrader={"grade": false, "grade_id": "onnx-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
-# ## Exercise 5: export to ONNX and check parity (2 points)
+# ## Exercise 6: export to ONNX and check parity (2 points)
 #
 # Write two functions:
 #
-# - `export_onnx(model, example_X, path)` writes `model` to the ONNX file `path` with
-#   `torch.onnx.export(..., dynamo=True)`. Requirements: the model is exported in **evaluation mode**
-#   (`model.eval()` first: dropout and batch norm behave differently in training); the input is named `"X"`
-#   and the output `"logits"`; the **batch dimension is dynamic** (`dynamic_shapes=({0: torch.export.Dim("batch")},)`),
-#   so the file accepts any batch size, not only `example_X`'s; and the weights are stored inside the one file
-#   (`external_data=False`). `verbose=False` keeps it quiet.
-# - `onnx_predict(path, X)` loads the file into an `onnxruntime.InferenceSession` (CPU provider) and returns the
-#   logits for the NumPy array `X` as a NumPy array.
+# - `export_onnx(model, example_X, path)` writes `model` to the ONNX file `path` with `torch.onnx.export(...,
+#   dynamo=True)`. The file must hold the model as it predicts, not as it trains (dropout and batch norm behave
+#   differently); name the input `"X"` and the output `"logits"`; accept **any batch size**, not only
+#   `example_X`'s (`torch.export.Dim` declares a dimension dynamic); and keep the weights inside the one file (no
+#   external data files next to it). `verbose=False` keeps it quiet.
+# - `onnx_predict(path, X)` runs the file in ONNX Runtime on its CPU provider and returns the logits for the
+#   NumPy array `X` as a NumPy array.
 #
-# The tests export small models and compare what *ONNX Runtime* returns with PyTorch's outputs, for the example
-# batch size and for others. (The exporter takes a second or two per model.)
+# The tests export small models, one of them handed over in training mode, and compare what *ONNX Runtime* returns
+# with PyTorch's outputs in evaluation mode, for the example batch size and for others. (The exporter takes a
+# second or two per model.)
 
 # %% nbgrader={"grade": false, "grade_id": "onnx-answer", "locked": false, "schema_version": 3, "solution": true}
 def export_onnx(model: nn.Module, example_X: torch.Tensor, path: str | Path) -> None:
@@ -400,6 +487,8 @@ _tmp.cleanup()                                 # the exported files were only fo
 #   stated rule for ties; only structured pruning lets you rebuild a smaller dense layer.
 # - Int8: `q = clamp(round(x / scale) + zero_point)`; symmetric for signed data, asymmetric for one-sided data;
 #   inside the range the error is at most `scale / 2`.
+# - A quantised model's bytes follow from its shapes: one byte per code (unless the codes are packed), plus a
+#   scale and a zero point per row, plus float biases. Fewer bits save bytes only when the storage packs them.
 # - Export: eval mode, named inputs and outputs, a dynamic batch dimension, and a parity check of the runtime's
 #   outputs against PyTorch's before trusting the file.
 #

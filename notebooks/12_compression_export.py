@@ -10,15 +10,19 @@
 # # 12 · Compression and export
 #
 # A trained model is usually too big, too slow, or tied to the Python process that trained it. This notebook
-# takes one trained network and shrinks it three ways: fewer bits per weight (int8 quantisation), fewer weights
-# (pruning), and a smaller network that learns from the big one (knowledge distillation). Then it takes the
-# model out of Python: `torch.export` captures it as a graph, ONNX stores that graph in a portable file, and
-# ONNX Runtime runs it. Every size, speed and accuracy is measured here, on the machine running the notebook.
+# takes one trained network and shrinks it three ways: fewer bits per weight (quantisation, after training or
+# during it), fewer weights (pruning), and a smaller network that learns from the big one (knowledge
+# distillation). Then it takes the model out of Python: `torch.export` captures it as a graph, ONNX stores that
+# graph in a portable file, and ONNX Runtime runs it. Every size, speed and accuracy is measured here, on the
+# machine running the notebook.
 #
 # **Learning goals**
 # - Quantise a tensor to int8 from scratch, symmetric and asymmetric (with a zero point), state the rounding
 #   error bound and check it, and match `torch.quantize_per_tensor` bit for bit.
-# - Apply dynamic int8 quantisation to a model's linear layers and measure size on disk, latency and accuracy.
+# - Quantise a model's linear layers with `torchao` (int8 weights, int8 weights and activations, int4) and
+#   measure the bytes really stored, latency and accuracy.
+# - Write fake quantisation with a straight-through estimator, check it against PyTorch's, and show where
+#   quantisation-aware training beats quantising after training.
 # - Prune by magnitude, unstructured (global and per layer) and structured (whole neurons), reproduce
 #   `torch.nn.utils.prune`'s masks, and plot accuracy against sparsity.
 # - Write the temperature-scaled distillation loss and train a small student that beats the same student
@@ -32,8 +36,8 @@
 # **Time:** seconds at `smoke`; a couple of minutes at `small` on a laptop CPU; at `full` the same experiments
 # with a wider teacher, more seeds and more epochs. The last cell prints how long this run took on your machine.
 #
-# The ONNX section needs the `export` extra (`onnx`, `onnxscript`, `onnxruntime`); `make lab` installs it, or
-# `pip install "dlcourse[export]"`.
+# The quantisation and ONNX sections need the `export` extra (`torchao`, `onnx`, `onnxscript`, `onnxruntime`);
+# `make lab` installs it, or `pip install "dlcourse[export]"`.
 
 # %%
 import importlib.util
@@ -60,7 +64,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import prune
+from torch.nn.utils import parametrize, prune
 
 import dlcourse
 from dlcourse.models import count_parameters, mlp
@@ -80,9 +84,10 @@ print("files go to a temporary run directory:", run_dir)
 # several repeats, because a shared machine only ever makes code *slower*), and test accuracy.
 #
 # The teacher trains on this notebook's device (a GPU, if there is one). Everything after that works on a CPU
-# copy, `teacher_cpu`, on purpose: PyTorch's eager int8 kernels exist only for CPUs, the ONNX Runtime section
-# uses ONNX Runtime's CPU provider, and the sizes, latencies and masks below are then measured on the same
-# device for every variant. Only the distillation experiment of section 5 trains on the device again.
+# copy, `teacher_cpu`, on purpose: a model this small is deployed on a CPU, the ONNX Runtime section uses ONNX
+# Runtime's CPU provider, and the sizes, latencies and masks below are then measured on the same device for every
+# variant. Only the quantisation-aware training of section 3 and the distillation experiment of section 5 train
+# on the device again (and packed int4, which has a kernel only on CUDA GPUs here, runs there).
 
 # %%
 splits = dlcourse.data.digits(flatten=True, seed=cfg.seed)
@@ -97,7 +102,7 @@ teacher = mlp(64, [hidden, hidden], 10).to(device)
 history = dlcourse.fit(teacher, torch.optim.Adam(teacher.parameters(), lr=1e-3), train_loader, val_loader,
                        num_epochs=num_epochs, progress=cfg.pick(smoke=False, small=True, full=True))
 teacher.eval()
-teacher_cpu = copy.deepcopy(teacher).cpu().eval()        # int8 kernels and ONNX Runtime run on the CPU
+teacher_cpu = copy.deepcopy(teacher).cpu().eval()        # quantised variants and ONNX Runtime run on the CPU
 print(teacher_cpu, f"\n{count_parameters(teacher_cpu):,} parameters")
 
 
@@ -116,16 +121,26 @@ def size_on_disk(model: nn.Module, name: str) -> int:
 
 def latency_ms(fn, X, *, repeats: int = cfg.pick(smoke=5, small=10, full=10),
                number: int = cfg.pick(smoke=10, small=10, full=10)) -> float:
-    """Milliseconds per call of ``fn(X)``: best of ``repeats`` timings of ``number`` calls, after a warm-up."""
+    """Milliseconds per call of ``fn(X)``: best of ``repeats`` timings of ``number`` calls, after a warm-up.
+
+    For a CUDA tensor X the GPU is synchronised before each clock reading (its kernels run asynchronously)."""
+    sync = torch.cuda.synchronize if getattr(X, "is_cuda", False) else lambda: None
     with torch.inference_mode():
         fn(X)
         best = math.inf
         for _ in range(repeats):
+            sync()
             t0 = time.perf_counter()
             for _ in range(number):
                 fn(X)
+            sync()
             best = min(best, (time.perf_counter() - t0) / number)
     return 1e3 * best
+
+
+def linears(model: nn.Module) -> list[nn.Linear]:
+    """The model's Linear layers, in order."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
 def show_table(header: tuple, rows: list[tuple]) -> None:
@@ -190,13 +205,48 @@ def dequantize(q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
 # %% [markdown]
 # Check both against PyTorch's quantised tensors (`torch.quantize_per_tensor`, which stores the same int8 codes)
 # and against fake quantisation (`torch.fake_quantize_per_tensor_affine`: quantise and dequantise in one float
-# operation, used in quantisation-aware training). Both are deprecated in favour of the `torchao` library (they
-# warn), but they are still the reference for what int8 means in PyTorch. The test tensors: a weight matrix of the
-# teacher (roughly symmetric around 0) and the teacher's first-layer ReLU activations (never negative).
+# operation, the building block of quantisation-aware training in section 3). Quantised *tensors* (dtype
+# `torch.qint8`, made by `torch.quantize_per_tensor` or `torch.quantize_per_channel`) are deprecated in favour of
+# the `torchao` library, and creating one warns (once per process, unless `torch.set_warn_always(True)`); the
+# fake-quantisation functions return ordinary float tensors and do not warn. The next cell records which of the
+# four warn in the PyTorch you are running. All four still define what int8 means in PyTorch, so they are our
+# reference.
 
 # %%
-warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated")  # shown once in section 3
+def warns(fn) -> bool:
+    """Whether calling ``fn()`` emits a warning. torch.set_warn_always(True) lifts PyTorch's once-per-process rule
+    for the call, so the answer does not depend on what ran before."""
+    was_always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.set_warn_always(was_always)
+    return len(caught) > 0
 
+
+x, scales, zero_points = torch.randn(4, 8), torch.full((4,), 0.1), torch.zeros(4, dtype=torch.int32)
+deprecated = {
+    "torch.quantize_per_tensor": warns(lambda: torch.quantize_per_tensor(x, 0.1, 0, torch.qint8)),
+    "torch.quantize_per_channel": warns(
+        lambda: torch.quantize_per_channel(x, scales.double(), zero_points.long(), 0, torch.qint8)),
+    "torch.fake_quantize_per_tensor_affine": warns(
+        lambda: torch.fake_quantize_per_tensor_affine(x, 0.1, 0, -128, 127)),
+    "torch.fake_quantize_per_channel_affine": warns(
+        lambda: torch.fake_quantize_per_channel_affine(x, scales, zero_points, 0, -128, 127)),
+}
+for name, warned in deprecated.items():
+    print(f"{name:40} {'warns (deprecated)' if warned else 'no warning'}")
+assert not deprecated["torch.fake_quantize_per_tensor_affine"]
+assert not deprecated["torch.fake_quantize_per_channel_affine"]
+if torch.torch_version.TorchVersion(torch.__version__) >= "2.14":   # the version this notebook was written for
+    assert deprecated["torch.quantize_per_tensor"] and deprecated["torch.quantize_per_channel"]
+# recorded above; from here on the quantised tensors are only a reference, so keep the output quiet
+warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated")
+
+# %%
 W1 = teacher_cpu[3].weight.detach()                                      # (hidden, hidden) second-layer weights
 with torch.no_grad():
     H1 = teacher_cpu[2](teacher_cpu[1](X_test))                          # (N_test, hidden), all >= 0
@@ -251,80 +301,290 @@ print(f"mean |error| on the other rows: per-tensor {err_tensor:.2e}, per-row {er
 assert err_row < err_tensor / 5
 
 # %% [markdown]
-# ## 3. Dynamic int8 quantisation of a model
-# `torch.ao.quantization.quantize_dynamic` replaces every `nn.Linear` with a version that stores its weights as
-# int8 (quantised once, now) and quantises each incoming batch of activations on the fly, using that batch's own
-# range: hence *dynamic*, and no calibration data is needed. The matrix product runs on int8 codes with int32
-# accumulation, and the result is scaled back to float. It is a CPU feature (the fbgemm/onednn kernels on x86,
-# qnnpack on ARM).
+# ## 3. Quantising a model: torchao, and training for it
+# `torchao.quantization.quantize_(model, config)` replaces, in place, the weight of every `nn.Linear` with a
+# *tensor subclass* that holds the quantised data and routes the layer's matrix product to code that understands
+# it. The config says what is quantised:
 #
-# In PyTorch 2.14 `torch.ao.quantization` is deprecated and warns on use; its successor is the separate
-# `torchao` library (`torchao.quantization.quantize_`), which this course does not depend on. The eager-mode
-# API below still works and shows the idea with no extra install.
+# - `Int8WeightOnlyConfig()`: int8 weights with one scale per output row (per channel, symmetric). Activations
+#   stay float and the product uses the dequantised weights: a smaller model, float arithmetic.
+# - `Int8DynamicActivationInt8WeightConfig()`: the same weights, and each incoming batch is quantised to int8 too,
+#   one scale per row of the batch from that batch's own range (*dynamic*: no calibration data). The product runs
+#   on int8 codes with int32 accumulation and is scaled back to float.
+# - `Int4WeightOnlyConfig(group_size=g)`: 4-bit weights, one scale per group of `g` inputs, packed two to a byte.
+#   Only a dedicated kernel multiplies packed int4: the default packing calls the `mslk` kernel library,
+#   `int4_packing_format="tile_packed_to_4d"` the tinygemm kernel of CUDA GPUs (bfloat16 only).
+# - `IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerAxis(0))`: 1- to 8-bit weights on any device,
+#   one scale per row, but each value in its own int8 byte (unpacked).
+#
+# (The older eager API, `torch.ao.quantization.quantize_dynamic`, is deprecated and warns on use; torchao is its
+# successor.) First, what does a quantised weight hold?
 
 # %%
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    teacher_int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(teacher_cpu), {nn.Linear},
-                                                          dtype=torch.qint8)
-for message in sorted({str(w.message).splitlines()[0] for w in caught}):
-    print("warning:", message)
-print(teacher_int8)
+pytree_log = logging.getLogger("torch.utils._pytree")
+pytree_log_level = pytree_log.level
+pytree_log.setLevel(logging.ERROR)        # quiet: torchao 0.18 registers an Enum the way torch 2.14 deprecates
+try:
+    import torchao
+    from torchao.quantization import (Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig,
+                                      Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_)
+    from torchao.quantization.granularity import PerAxis
+except ImportError as err:
+    raise ImportError(f"{err.name} is not installed. This section quantises with torchao: install the course's "
+                      f'extra with  pip install "dlcourse[export]"  (make lab does it).') from err
+finally:
+    pytree_log.setLevel(pytree_log_level)
+
+from dlcourse.quantization import inner_tensors, state_dict_bytes, stored_bytes
+
+
+def quantized(model: nn.Module, config) -> nn.Module:
+    """A copy of ``model`` quantised by torchao with ``config`` (quantize_ itself works in place)."""
+    model = copy.deepcopy(model)
+    quantize_(model, config)
+    return model
+
+
+teacher_w8 = quantized(teacher_cpu, Int8WeightOnlyConfig())
+W_q = teacher_w8[3].weight                                                # stands for W1, the (hidden, hidden) weight
+print(f"torchao {torchao.__version__}: {type(W_q).__name__}, dtype {W_q.dtype}, shape {tuple(W_q.shape)}, "
+      f"W_q.nbytes = {W_q.nbytes:,}")
+for name, t in inner_tensors(W_q).items():
+    print(f"  {name:10} {str(t.dtype):13} {str(tuple(t.shape)):12} {stored_bytes(t):>9,} bytes")
+print(f"stored: {stored_bytes(W_q):,} bytes, {stored_bytes(W_q) / (4 * W1.numel()):.3f} of float32's")
+q_ours, s_ours = quantize_per_row(W1, qmax=127.5)
+assert torch.equal(W_q.qdata, q_ours), "torchao's codes are quantize_per_row's with qmax=127.5"
+assert torch.allclose(W_q.scale.squeeze(1), s_ours, rtol=1e-6, atol=0) and not W_q.zero_point.any()
+assert W_q.nbytes == 4 * W1.numel() and stored_bytes(W_q) < 0.3 * W_q.nbytes
 
 # %% [markdown]
-# What did it store? The quantised layer's weight is a per-tensor int8 tensor with zero point 0 (labelled
-# "affine", but symmetric in effect). PyTorch's weight observer divides by 127.5 instead of 127 (it spreads the range over all 255 steps of [-128, 127]; the one value
-# that lands on 127.5 is clamped to 127), so our `quantize_symmetric` reproduces it with `qmax=127.5`:
-
-# %%
-stored = teacher_int8[3].weight()                                         # a quantised tensor
-q_ours, scale_ours, _ = quantize_symmetric(teacher_cpu[3].weight.detach(), qmax=127.5)
-print(f"stored: {stored.qscheme()}, scale {stored.q_scale():.6e}, zero_point {stored.q_zero_point()}; "
-      f"ours: scale {scale_ours:.6e}")
-assert torch.equal(stored.int_repr(), q_ours) and math.isclose(stored.q_scale(), scale_ours, rel_tol=1e-6)
-
-# %% [markdown]
-# Now the three numbers that matter, measured: size on disk, latency at batch size 1 (one request at a time) and
-# 256 (a batch job), and test accuracy.
+# int8 codes of the matrix's shape, and per output row one float32 scale and one int8 zero point (all 0: the
+# scheme is symmetric). The codes are our `quantize_per_row` with `qmax=127.5`: torchao spreads
+# $[-\max|w|, \max|w|]$ over all 255 steps from −128 to 127 (the largest weight lands on ±127.5, and rounding or
+# the clamp puts it on −128 or 127). The subclass's own `nbytes` reports the float32 tensor it stands for, so size
+# is measured by counting its inner tensors (`dlcourse.quantization.stored_bytes`, summed over a state dict by
+# `state_dict_bytes`) or the file `torch.save` writes.
+#
+# Now the numbers that matter for each variant: bytes, latency at batch size 1 (one request at a time) and 256 (a
+# batch job), and test accuracy. Latency is measured on the CPU copy, because a model this small is deployed on a
+# CPU; the int4 kernels are measured separately below.
 
 # %%
 X_1, X_256 = X_test[:1], X_test[:256]
-measured = {}
-for name, model in (("fp32", teacher_cpu), ("dynamic int8", teacher_int8)):
-    measured[name] = dict(size=size_on_disk(model, name.replace(" ", "_")), acc=test_accuracy(model),
-                          ms_1=latency_ms(model, X_1), ms_256=latency_ms(model, X_256))
-show_table(("model", "size on disk (KiB)", "latency, batch 1 (ms)", "latency, batch 256 (ms)", "test accuracy"),
-           [(name, f"{m['size'] / 1024:.0f}", f"{m['ms_1']:.3f}", f"{m['ms_256']:.3f}", f"{m['acc']:.1%}")
-            for name, m in measured.items()])
-fp32, int8 = measured["fp32"], measured["dynamic int8"]
-print(f"int8 / fp32: size {int8['size'] / fp32['size']:.2f}x, "
-      f"latency at batch 256 {int8['ms_256'] / fp32['ms_256']:.2f}x, "
-      f"accuracy change {100 * (int8['acc'] - fp32['acc']):+.1f} points")
-assert int8["size"] < 0.35 * fp32["size"], "int8 weights take about a quarter of the bytes"
-assert int8["acc"] >= fp32["acc"] - 0.02, "int8 should cost at most a little accuracy"
+variants = {
+    "fp32": teacher_cpu,
+    "int8 weights": teacher_w8,
+    "int8 weights + activations": quantized(teacher_cpu, Int8DynamicActivationInt8WeightConfig()),
+    "int4 weights, one per byte": quantized(teacher_cpu, IntxWeightOnlyConfig(weight_dtype=torch.int4,
+                                                                              granularity=PerAxis(0))),
+}
+measured = {name: dict(stored=state_dict_bytes(model), file=size_on_disk(model, f"variant{i}"),
+                       acc=test_accuracy(model), ms_1=latency_ms(model, X_1), ms_256=latency_ms(model, X_256))
+            for i, (name, model) in enumerate(variants.items())}
+fp32 = measured["fp32"]
+show_table(("model (torchao, on the CPU)", "state dict (KiB)", "vs fp32", "file (KiB)", "latency, batch 1 (ms)",
+            "latency, batch 256 (ms)", "test accuracy"),
+           [(name, f"{m['stored'] / 1024:.0f}", f"{m['stored'] / fp32['stored']:.3f}", f"{m['file'] / 1024:.0f}",
+             f"{m['ms_1']:.3f}", f"{m['ms_256']:.3f}", f"{m['acc']:.1%}") for name, m in measured.items()])
+for name in ("int8 weights", "int8 weights + activations"):
+    assert measured[name]["stored"] < 0.3 * fp32["stored"], "int8 weights take about a quarter of the bytes"
+    assert measured[name]["acc"] >= fp32["acc"] - 0.02, "int8 should cost at most a little accuracy"
+assert measured["int4 weights, one per byte"]["stored"] == measured["int8 weights"]["stored"]
 
 # %% [markdown]
-# The size drops to about a quarter (the biases and the per-layer scales stay in float). Speed depends on the
-# batch: at batch 1 the work per layer is tiny and the extra steps (quantise the input, dequantise the output)
-# can cost more than the cheaper matrix product saves; with a large batch the int8 product usually wins on CPUs
-# with int8 instructions. Accuracy barely moves, because the error bound of section 2 is small compared with the
-# margins between logits. On a GPU, eager dynamic quantisation does not apply (these kernels are CPU-only); there
-# you would expect the gains from `torchao`'s int8/float8 kernels under `torch.compile`, which are not measured
-# here.
-#
-# `torchao`, if you have installed it yourself, does the same with `quantize_`; this cell only runs it when the
-# package is present (it is not a dependency of the course).
+# Both int8 variants store about a quarter of the float32 bytes (int8 codes, 5 bytes per row for the scale and
+# zero point, float32 biases), and accuracy barely moves: the error bound of section 2 is small next to the
+# margins between the logits. The int4 row separates bits from bytes: its weights take only 16 values per row, yet
+# each sits in its own byte, so the model is exactly as large as int8. Only packing two values per byte halves it
+# again, and that needs the int4 kernels:
 
 # %%
-if importlib.util.find_spec("torchao") is not None:
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+def int4_packed(model: nn.Module) -> tuple[nn.Module | None, torch.dtype, str]:
+    """torchao's packed int4 weight-only copy of ``model`` where this machine has a kernel for it.
 
-    teacher_ao = copy.deepcopy(teacher_cpu)
-    quantize_(teacher_ao, Int8DynamicActivationInt8WeightConfig())       # in place: int8 weights and inputs
-    print(f"torchao int8: test accuracy {test_accuracy(teacher_ao):.1%}, latency at batch 256 "
-          f"{latency_ms(teacher_ao, X_256):.3f} ms (its kernels are meant to run under torch.compile)")
+    Returns (model, dtype its inputs need, "") or (None, dtype, why it could not run)."""
+    if device.type == "cuda":       # tinygemm: CUDA (compute capability 8.0 or newer), bfloat16
+        model, dtype = copy.deepcopy(model).to(device, torch.bfloat16), torch.bfloat16
+        config = Int4WeightOnlyConfig(group_size=32, int4_packing_format="tile_packed_to_4d")
+    else:                           # the default packing calls kernels from the mslk library
+        model, dtype = copy.deepcopy(model), torch.float32
+        config = Int4WeightOnlyConfig(group_size=32)
+    try:
+        quantize_(model, config)
+        with torch.no_grad():
+            model(X_1.to(device, dtype))
+    except (ImportError, NotImplementedError, RuntimeError, ValueError) as err:
+        return None, dtype, f"{type(err).__name__}: {err}"
+    return model, dtype, ""
+
+
+teacher_w4, w4_dtype, w4_missing = int4_packed(teacher_cpu)
+if teacher_w4 is None:
+    print(f"packed int4 (Int4WeightOnlyConfig) did not run on this machine ({device.type}): {w4_missing}\n"
+          "  It needs an int4 kernel: the mslk library, or on a CUDA GPU the tinygemm packing this cell uses there.")
 else:
-    print("torchao is not installed: skipped (optional: `pip install torchao` to compare it with the above)")
+    with torch.no_grad():
+        w4_acc = (teacher_w4(X_test.to(device, w4_dtype)).argmax(dim=1).cpu() == y_test).float().mean().item()
+    w4_bytes = state_dict_bytes(teacher_w4)
+    print(f"packed int4 on {device.type} ({w4_dtype}): state dict {w4_bytes / 1024:.0f} KiB "
+          f"({w4_bytes / fp32['stored']:.3f} of fp32's float32 bytes), test accuracy {w4_acc:.1%}, latency at "
+          f"batch 256 {latency_ms(teacher_w4, X_256.to(device, w4_dtype)):.3f} ms (on {device.type}: not "
+          "comparable with the CPU table)")
+    assert w4_bytes < measured["int8 weights"]["stored"], "packed int4 is smaller than int8"
+
+# %% [markdown]
+# Speed is the least predictable column. In eager mode each torchao layer adds steps around the product
+# (dequantising the weights, or quantising the batch), and the product itself runs on whatever kernel torchao
+# finds for this CPU; its fast paths are written for `torch.compile` and for GPUs, which this table does not
+# measure. Compare the two latency columns above: what they show is this machine's answer, not a general one.
+#
+# ### Quantisation-aware training
+# Quantising a trained model once is **post-training quantisation** (PTQ): the model never saw the rounding. With
+# $b$ bits a row has $2^b$ levels, so each bit less doubles the step and the rounding error. **Quantisation-aware
+# training** (QAT) lets the model adapt: during training the forward pass uses the weights as they will be
+# quantised (*fake quantisation*: quantise and dequantise, in float), so the loss sees the rounding, while the
+# optimiser keeps updating the float weights underneath.
+#
+# One obstacle: `round` has gradient 0 almost everywhere. The **straight-through estimator** (STE) treats the
+# rounding as the identity in the backward pass: the gradient passes unchanged for values inside the representable
+# range and is 0 for values the clamp cut off (moving those does not change the output). That is what
+# `torch.fake_quantize_per_channel_affine` computes; here it is from scratch, a `torch.autograd.Function` with its
+# own backward. (The one-line version `x + (fake_quant(x) - x).detach()` lets the gradient through everywhere,
+# clipped values included. With the scale below, the only weight of a row the clamp can cut is its largest
+# positive one, which lands on $2^{b-1} - \tfrac12$ and rounds, half to even, one past the last code.)
+#
+# The weight quantiser generalises section 2's per-row int8 to $b$ bits with torchao's convention: codes in
+# $[-2^{b-1}, 2^{b-1} - 1]$ and, per row, `scale = max|w| / ((2^b - 1) / 2)` (127.5 for int8, 7.5 for int4). The
+# scale is a constant for the backward pass: only the weights learn.
+
+# %%
+class FakeQuantize(torch.autograd.Function):
+    """Quantise and dequantise x with scale and zero_point (broadcast against x); straight-through backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin: int, qmax: int):
+        q = torch.round(x * (1 / scale)) + zero_point                      # codes before the clamp
+        ctx.save_for_backward((q >= qmin) & (q <= qmax))                   # where the gradient passes
+        return (torch.clamp(q, qmin, qmax) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (inside,) = ctx.saved_tensors
+        return grad_output * inside, None, None, None, None               # nothing for scale, zero point, range
+
+
+def fake_quantize_rows(W: torch.Tensor, bits: int) -> torch.Tensor:
+    """W (out, in) fake-quantised to ``bits`` bits, symmetric, one scale per row; gradients by the STE."""
+    amax = W.detach().abs().amax(dim=1, keepdim=True)                      # (out, 1), a constant
+    scale = torch.where(amax > 0, amax / ((2**bits - 1) / 2), torch.ones_like(amax))
+    return FakeQuantize.apply(W, scale, 0, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+# the same values and gradients as PyTorch's fake quantisation, with a scale small enough to clip some weights
+scale = W1.abs().amax(dim=1) / 12                                         # (hidden,): |w| > 7.5 scale is clipped
+W_ours, W_torch = W1.clone().requires_grad_(), W1.clone().requires_grad_()
+fq_ours = FakeQuantize.apply(W_ours, scale[:, None], 0, -8, 7)
+fq_torch = torch.fake_quantize_per_channel_affine(W_torch, scale, torch.zeros(len(scale), dtype=torch.int32), 0,
+                                                  -8, 7)
+grad_output = torch.randn_like(W1)
+fq_ours.backward(grad_output)
+fq_torch.backward(grad_output)
+assert torch.equal(fq_ours, fq_torch) and torch.equal(W_ours.grad, W_torch.grad)
+print(f"equal to torch.fake_quantize_per_channel_affine, values and gradients; the clamp cut "
+      f"{(W_ours.grad == 0).float().mean().item():.1%} of the weights off from the gradient")
+# with the scale from max|w|, the clamp cuts at most each row's largest weight
+W_rows = W1.clone().requires_grad_()
+fake_quantize_rows(W_rows, 4).backward(grad_output)
+assert not ((W_rows.grad == 0) & (W1 != W1.amax(dim=1, keepdim=True))).any()
+# and at 4 bits with scales from max|w| it reproduces torchao's int4 weights of the table above
+W_int4 = variants["int4 weights, one per byte"][3].weight
+assert torch.allclose(fake_quantize_rows(W1, 4), W_int4.qdata.float() * W_int4.scale, rtol=1e-6, atol=0)
+
+# %% [markdown]
+# To train through the quantiser, register it as a **parametrisation** of each linear layer's weight
+# (`torch.nn.utils.parametrize`): `layer.weight` is then recomputed as `fake_quantize_rows(original, bits)` at every
+# use, gradients flow to the float original, and `dlcourse.fit` trains the model unchanged. The experiment: a small
+# MLP (64 → 32 → 32 → 10) trained in float, then given the same number of extra epochs two ways. **PTQ**: the extra epochs in float,
+# then the weights are quantised. **QAT**: the extra epochs with the quantiser in the forward pass. Test accuracy of
+# both, for several bit widths and seeds; the float model after its extra epochs is the reference.
+
+# %%
+class FakeQuantizedWeight(nn.Module):
+    """A parametrisation: the weight as its ``bits``-bit per-row fake quantisation."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, W: torch.Tensor) -> torch.Tensor:
+        return fake_quantize_rows(W, self.bits)
+
+
+def with_fake_quant(model: nn.Module, bits: int) -> nn.Module:
+    """A copy of ``model`` whose Linear weights are fake-quantised to ``bits`` bits at every use."""
+    model = copy.deepcopy(model)
+    for layer in linears(model):
+        parametrize.register_parametrization(layer, "weight", FakeQuantizedWeight(bits))
+    return model
+
+
+def train(model: nn.Module, num_epochs: int) -> nn.Module:
+    """Adam at lr 3e-3 (a small network trains fast) on the digits training split; returns the model in eval mode."""
+    dlcourse.fit(model, torch.optim.Adam(model.parameters(), lr=3e-3), train_loader, num_epochs=num_epochs,
+                 progress=False)
+    return model.eval()
+
+
+qat_hidden = 32                                           # a small network: 64 -> 32 -> 32 -> 10
+qat_epochs, extra_epochs = cfg.pick(smoke=(6, 2), small=(15, 4), full=(20, 5))
+qat_bits = cfg.pick(smoke=[8, 4, 2], small=[8, 4, 3, 2], full=[8, 4, 3, 2])
+qat_seeds = list(range(cfg.pick(smoke=2, small=4, full=8)))
+float_acc, ptq_acc, qat_acc = {}, {}, {}                  # keyed by seed, and (seed, bits)
+for seed in qat_seeds:
+    torch.manual_seed(seed)
+    base = train(mlp(64, [qat_hidden, qat_hidden], 10).to(device), qat_epochs)
+    longer = train(copy.deepcopy(base), extra_epochs)                         # PTQ's float model: same epochs
+    float_acc[seed] = test_accuracy(longer)
+    for bits in qat_bits:
+        ptq_acc[seed, bits] = test_accuracy(with_fake_quant(longer, bits))      # rounded once, after training
+        qat_model = train(with_fake_quant(base, bits), extra_epochs)            # trained through the rounding
+        qat_acc[seed, bits] = test_accuracy(qat_model)
+        if bits == min(qat_bits):
+            low_bit_model = qat_model                                         # the last seed's, kept below
+
+show_table(("weight bits", "levels per row", "PTQ", "QAT", "QAT - PTQ", "seeds where QAT is better"),
+           [(bits, 2**bits, f"{np.mean([ptq_acc[s, bits] for s in qat_seeds]):.1%}",
+             f"{np.mean([qat_acc[s, bits] for s in qat_seeds]):.1%}",
+             f"{100 * np.mean([qat_acc[s, bits] - ptq_acc[s, bits] for s in qat_seeds]):+.1f} points",
+             f"{sum(qat_acc[s, bits] > ptq_acc[s, bits] for s in qat_seeds)} of {len(qat_seeds)}")
+            for bits in qat_bits])
+mean_float = np.mean(list(float_acc.values()))
+print(f"float model (after the same extra epochs): {mean_float:.1%}; "
+      f"{count_parameters(base):,} parameters, mean over {len(qat_seeds)} seeds")
+low, high_bits = min(qat_bits), max(qat_bits)
+assert abs(np.mean([ptq_acc[s, high_bits] for s in qat_seeds]) - mean_float) <= 0.02, "8 bits: PTQ is enough"
+ptq_low, qat_low = (np.mean([acc[s, low] for s in qat_seeds]) for acc in (ptq_acc, qat_acc))
+assert qat_low - ptq_low >= 0.02, "few bits: QAT should beat PTQ"
+assert qat_low - ptq_low >= 0.5 * (mean_float - ptq_low), "QAT should win back most of what PTQ loses"
+
+# %% [markdown]
+# At 8 bits, PTQ matches the float model (within 2 points, asserted): there is nothing for QAT to recover. Each bit
+# less doubles the step, and at 2 bits (4 levels per row) PTQ loses clearly while QAT, trained with exactly that
+# rounding, wins back at least half of the loss (asserted; usually more). In between, at 4 bits, per-row scales
+# keep PTQ close on this task, and QAT has little to add: the table shows how little on your run. The price of QAT is training: a few epochs with one extra element-wise pass over the
+# weights per step. torchao packages the same recipe as `torchao.quantization.qat.QATConfig` (insert fake
+# quantisers, train, then convert to a real quantised model with a `quantize_` config).
+#
+# After training, the parametrisation is made permanent with `parametrize.remove_parametrizations(...,
+# leave_parametrized=True)`: the weights are then the quantised values themselves, ready for an integer format.
+
+# %%
+for layer in linears(low_bit_model):
+    parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+levels = max(int(row.unique().numel()) for layer in linears(low_bit_model) for row in layer.weight.detach())
+print(f"{low}-bit QAT model (seed {qat_seeds[-1]}): at most {levels} distinct values per weight row, "
+      f"test accuracy {test_accuracy(low_bit_model):.1%}")
+assert levels <= 2**low and test_accuracy(low_bit_model) == qat_acc[qat_seeds[-1], low]
 
 # %% [markdown]
 # ## 4. Pruning: fewer weights
@@ -362,10 +622,6 @@ def row_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
     keep = torch.ones_like(norms)
     keep[torch.argsort(norms, stable=True)[:k]] = 0
     return keep[:, None].expand_as(weight).clone()                         # (out, in)
-
-
-def linears(model: nn.Module) -> list[nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
 def masked_copy(model: nn.Module, masks: list[torch.Tensor], *, neurons: bool = False) -> nn.Module:
@@ -839,7 +1095,8 @@ runners = {
     "torch.export program, fp32": (reloaded.module(), lambda X: X, pt2_path.stat().st_size),
     "ONNX Runtime, fp32": (lambda X: session.run(["logits"], {"X": X}), lambda X: X.numpy(),
                            onnx_path.stat().st_size),
-    "PyTorch dynamic int8": (teacher_int8, lambda X: X, size_on_disk(teacher_int8, "int8")),
+    "torchao int8 weights + activations": (variants["int8 weights + activations"], lambda X: X,
+                                           measured["int8 weights + activations"]["file"]),
 }
 show_table(("runtime", "file (KiB)", "latency, batch 1 (ms)", "latency, batch 256 (ms)"),
            [(name, f"{size / 1024:.0f}", f"{latency_ms(fn, convert(X_1)):.3f}",
@@ -858,8 +1115,11 @@ show_table(("runtime", "file (KiB)", "latency, batch 1 (ms)", "latency, batch 25
 # - Int8 quantisation stores `q = round(x / scale) + zero_point`; inside the range the error is at most
 #   `scale / 2`. Symmetric (zero point 0) suits weights; asymmetric uses all 256 codes for one-sided data such as
 #   ReLU outputs; per-channel scales protect against outliers.
-# - Dynamic quantisation (`quantize_dynamic`, deprecated in favour of `torchao`) makes linear layers about 4×
-#   smaller on disk at almost no accuracy cost; whether it is faster depends on the batch size and the CPU.
+# - `torchao`'s `quantize_` swaps weights for tensor subclasses: int8 makes linear layers about 4× smaller at
+#   almost no accuracy cost; count the inner tensors (or the file), not the subclass's `nbytes`. 4-bit values save
+#   bytes only when packed, which needs an int4 kernel. Whether any of it is faster depends on the kernels.
+# - Quantisation-aware training fake-quantises the weights in the forward pass and passes gradients straight
+#   through the rounding; at few bits it keeps accuracy that post-training quantisation loses.
 # - Magnitude pruning removes many weights of an over-wide network for free, but only structured pruning
 #   (whole neurons) makes a dense model smaller and faster; fine-tuning with the mask recovers accuracy.
 # - Distillation trains a small student on the teacher's temperature-softened probabilities
@@ -870,8 +1130,9 @@ show_table(("runtime", "file (KiB)", "latency, batch 1 (ms)", "latency, batch 25
 #
 # ## Exercises
 #
-# 1. **Per-channel dynamic quantisation.** Pass `qconfig_spec={nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}`
-#    to `quantize_dynamic` and compare the stored scales with `quantize_per_row`. Does accuracy change?
+# 1. **Grouped scales.** `IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))` gives every 32
+#    inputs of a row their own scale. Predict its state-dict bytes, measure them with `state_dict_bytes`, and
+#    compare its accuracy with one scale per row. Then run PTQ and QAT at 2 bits with grouped scales.
 # 2. **Static quantisation of activations.** Fix the activation range from a calibration batch instead of each
 #    batch's own range. Measure the error for inputs inside and outside the calibration range.
 # 3. **Iterative pruning.** Prune to 97 % in several steps (e.g. 50, 75, 90, 97 %) with a short fine-tune after
@@ -880,7 +1141,7 @@ show_table(("runtime", "file (KiB)", "latency, batch 1 (ms)", "latency, batch 25
 #    the teacher labels (use only the KL term on those). How much does it gain?
 # 5. **Quantise the ONNX model.** `onnxruntime.quantization.quantize_dynamic` quantises an ONNX file directly (run
 #    `python -m onnxruntime.quantization.preprocess` on the file first). Compare its size, speed and parity
-#    with PyTorch's dynamic int8 model.
+#    with torchao's int8 model.
 # 6. **Export the CNN.** Export `dlcourse.models.SmallCNN` trained on the shapes images to ONNX. What happens to
 #    batch norm in eval mode, and does parity still hold?
 

@@ -4,23 +4,27 @@ Notebooks are not importable, so each function is a compact copy of the notebook
 and its lab only, so they don't belong in the package). Covered: int8 quantisation (symmetric, asymmetric,
 per row) against torch's quantised tensors and fake quantisation, magnitude and structured pruning masks against
 torch.nn.utils.prune, slicing pruned neurons away, the distillation loss against F.kl_div, and ONNX / torch.export
-parity on a tiny model with a dynamic batch dimension.
+parity on a tiny model with a dynamic batch dimension. Also torchao's int8 and int4 weights against the from-scratch
+per-row quantiser, the from-scratch fake quantisation (straight-through gradient) against torch's, quantisation-aware
+training through a parametrisation, and which of torch's quantisation functions warn that they are deprecated.
 """
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchao.quantization as torchao_quantization  # the export extra (make test installs it): missing = an error
 from torch import nn
-from torch.nn.utils import prune
+from torch.nn.utils import parametrize, prune
+from torchao.quantization.granularity import PerAxis
 
-# torch.ao.quantization and torch.quantize_per_tensor warn that they are deprecated (torchao is the successor);
-# they are still the reference these tests compare with.
-pytestmark = [pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated"),
-              pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")]
+# torch.quantize_per_tensor (and every function that makes a qint8 tensor) warns that it is deprecated (torchao is
+# the successor); it is still the reference these tests compare with.
+pytestmark = [pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")]
 
 
 # -------------------------------------------------------------------------------- copies of the notebook's code
@@ -48,6 +52,47 @@ def quantize_per_row(W, qmax=127.0):
     scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
     q = torch.clamp(torch.round(W * (1.0 / scale)), -128, 127).to(torch.int8)
     return q, scale.squeeze(1)
+
+
+class FakeQuantize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin, qmax):
+        q = torch.round(x * (1 / scale)) + zero_point
+        ctx.save_for_backward((q >= qmin) & (q <= qmax))
+        return (torch.clamp(q, qmin, qmax) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (inside,) = ctx.saved_tensors
+        return grad_output * inside, None, None, None, None
+
+
+def fake_quantize_rows(W, bits):
+    amax = W.detach().abs().amax(dim=1, keepdim=True)
+    scale = torch.where(amax > 0, amax / ((2**bits - 1) / 2), torch.ones_like(amax))
+    return FakeQuantize.apply(W, scale, 0, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+class FakeQuantizedWeight(nn.Module):
+    def __init__(self, bits):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, W):
+        return fake_quantize_rows(W, self.bits)
+
+
+def with_fake_quant(model, bits):
+    model = copy.deepcopy(model)
+    for layer in linears(model):
+        parametrize.register_parametrization(layer, "weight", FakeQuantizedWeight(bits))
+    return model
+
+
+def quantized(model, config):
+    model = copy.deepcopy(model)
+    torchao_quantization.quantize_(model, config)
+    return model
 
 
 def magnitude_masks(weights, sparsity, scope="global"):
@@ -182,14 +227,134 @@ def test_all_zero_tensor():
         assert scale == 1.0 and torch.equal(dequantize(q, scale, zp), x)
 
 
-def test_qmax_127_5_reproduces_quantize_dynamic_weights():
+def test_qmax_127_5_reproduces_torchao_int8_weights():
     model = _mlp(0)
-    qmodel = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
-    for layer, qlayer in zip(linears(model), [m for m in qmodel.modules() if hasattr(m, "weight")
-                                              and callable(m.weight)]):
-        stored = qlayer.weight()
-        q, scale, _ = quantize_symmetric(layer.weight.detach(), qmax=127.5)
-        assert torch.equal(stored.int_repr(), q) and math.isclose(stored.q_scale(), scale, rel_tol=1e-6)
+    for config in (torchao_quantization.Int8WeightOnlyConfig(),
+                   torchao_quantization.Int8DynamicActivationInt8WeightConfig()):
+        qmodel = quantized(model, config)
+        for layer, qlayer in zip(linears(model), linears(qmodel)):
+            stored = qlayer.weight
+            q, scales = quantize_per_row(layer.weight.detach(), qmax=127.5)
+            assert torch.equal(stored.qdata, q)
+            assert torch.allclose(stored.scale.squeeze(1), scales, rtol=1e-6, atol=0)
+            assert not stored.zero_point.any()
+            q127, _ = quantize_per_row(layer.weight.detach())
+            assert not torch.equal(stored.qdata, q127)                     # qmax=127 is a different rule
+        X = torch.randn(16, 64, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            assert torch.allclose(qmodel(X), model(X), atol=0.05)
+
+
+def test_which_quantisation_functions_warn():
+    """The notebook's claim: creating qint8 tensors warns (deprecated); fake quantisation does not."""
+    def warns(fn):
+        was_always = torch.is_warn_always_enabled()
+        torch.set_warn_always(True)                                 # lift the once-per-process rule
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fn()
+        finally:
+            torch.set_warn_always(was_always)
+        return [str(w.message) for w in caught]
+
+    x, scales, zero_points = torch.randn(4, 8), torch.full((4,), 0.1), torch.zeros(4, dtype=torch.int32)
+    assert warns(lambda: torch.fake_quantize_per_tensor_affine(x, 0.1, 0, -128, 127)) == []
+    assert warns(lambda: torch.fake_quantize_per_channel_affine(x, scales, zero_points, 0, -128, 127)) == []
+    per_tensor = warns(lambda: torch.quantize_per_tensor(x, 0.1, 0, torch.qint8))
+    per_channel = warns(lambda: torch.quantize_per_channel(x, scales.double(), zero_points.long(), 0, torch.qint8))
+    assert bool(per_tensor) == bool(per_channel)                   # one warning covers both
+    if torch.torch_version.TorchVersion(torch.__version__) >= "2.14":
+        assert per_tensor and "deprecated" in per_tensor[0] and per_channel == per_tensor
+
+
+# ---------------------------------------------------------------------------- fake quantisation and QAT
+@pytest.mark.parametrize("seed, qmin, qmax, shrink", [(0, -128, 127, 1.0), (1, -8, 7, 0.3), (2, 0, 255, 0.5),
+                                                      (3, -2, 1, 1.0)])
+def test_fake_quantize_matches_torch_per_channel_values_and_gradient(seed, qmin, qmax, shrink):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 40, generator=gen) * 2
+    steps = (qmax - qmin) / 2
+    scale = shrink * x.abs().amax(dim=1) / steps                   # shrink < 1: some values are clipped
+    zero_point = torch.randint(qmin // 2, qmax // 2 + 1, (6,), generator=gen, dtype=torch.int32)
+    ours_x, torch_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = FakeQuantize.apply(ours_x, scale[:, None], zero_point[:, None], qmin, qmax)
+    theirs = torch.fake_quantize_per_channel_affine(torch_x, scale, zero_point, 0, qmin, qmax)
+    grad_output = torch.randn(x.shape, generator=gen)
+    ours.backward(grad_output)
+    theirs.backward(grad_output)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(ours_x.grad, torch_x.grad)                  # the STE, clipping mask included
+    assert set(ours_x.grad.flatten().tolist()) - set(grad_output.flatten().tolist()) <= {0.0}
+    if shrink < 1:
+        assert (ours_x.grad == 0).any() and (ours_x.grad != 0).any()
+
+
+@pytest.mark.parametrize("scale, zero_point", [(0.05, 0), (0.02, -20), (0.3, 100)])
+def test_fake_quantize_matches_torch_per_tensor_values_and_gradient(scale, zero_point):
+    x = torch.randn(200, generator=torch.Generator().manual_seed(4)) * 3
+    ours_x, torch_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = FakeQuantize.apply(ours_x, scale, zero_point, -128, 127)
+    theirs = torch.fake_quantize_per_tensor_affine(torch_x, scale, zero_point, -128, 127)
+    ours.sum().backward()
+    theirs.sum().backward()
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-6) and torch.equal(ours_x.grad, torch_x.grad)
+
+
+def test_detach_trick_differs_from_the_function_only_where_the_clamp_cuts():
+    # with scale = max|w| / ((2**bits - 1) / 2) a row's largest positive weight lands on 2**(bits-1) - 1/2 and
+    # rounds (half to even) one past the last code: the clamp cuts it, and only the Function knows
+    W = torch.randn(10, 12, generator=torch.Generator().manual_seed(5))
+    a, b = W.clone().requires_grad_(), W.clone().requires_grad_()
+    out_fn = fake_quantize_rows(a, 3)
+    out_trick = b + (fake_quantize_rows(b.detach(), 3) - b).detach()
+    g = torch.randn(W.shape, generator=torch.Generator().manual_seed(6))
+    out_fn.backward(g)
+    out_trick.backward(g)
+    assert torch.equal(out_fn, out_trick) and torch.equal(b.grad, g)
+    clipped = a.grad == 0
+    assert torch.equal(a.grad[~clipped], g[~clipped])
+    row_max = W == W.amax(dim=1, keepdim=True)
+    assert clipped.any() and not (clipped & ~row_max).any()         # only row maxima are ever cut
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_fake_quantize_rows_reproduces_torchao_intx_weights(bits):
+    W = torch.randn(24, 32, generator=torch.Generator().manual_seed(bits))
+    W[5] = 0.0                                                     # an all-zero row
+    layer = nn.Linear(32, 24)
+    with torch.no_grad():
+        layer.weight.copy_(W)
+    config = torchao_quantization.IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{bits}"),
+                                                       granularity=PerAxis(0))
+    stored = quantized(nn.Sequential(layer), config)[0].weight
+    expected = stored.qdata.float() * stored.scale
+    assert torch.allclose(fake_quantize_rows(W, bits), expected, rtol=1e-6, atol=0)
+    assert stored.qdata.unique().numel() <= 2**bits
+
+
+def test_qat_parametrisation_trains_the_float_weights_and_bakes_to_few_levels():
+    model = with_fake_quant(_mlp(14).train(), bits=2)
+    first = linears(model)[0]
+    original = first.parametrizations.weight.original
+    before = original.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(14)
+    for _ in range(3):
+        loss = F.cross_entropy(model(torch.randn(32, 64, generator=gen)), torch.randint(0, 10, (32,), generator=gen))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert not torch.equal(original.detach(), before)             # the STE let gradients reach the float weights
+    assert all(row.unique().numel() <= 4 for row in first.weight.detach())   # but the layer uses 4 levels a row
+    X = torch.randn(8, 64, generator=gen)
+    with torch.no_grad():
+        out = model(X)
+    for layer in linears(model):
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    with torch.no_grad():
+        assert torch.equal(model(X), out)
+    assert all(row.unique().numel() <= 4 for layer in linears(model) for row in layer.weight.detach())
 
 
 def test_per_row_quantisation_matches_quantize_per_channel():
@@ -413,13 +578,20 @@ def test_torch_export_of_a_cuda_model_runs_on_cuda(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_dynamic_int8_is_a_cpu_feature_so_notebook_12_quantises_a_cpu_copy():
-    model = _mlp(13)
-    X = torch.randn(16, 64)
-    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+def test_torchao_int8_and_packed_int4_on_cuda():
+    # notebook 12 quantises a CPU copy for its table; on a GPU it also runs packed int4 through tinygemm
+    from dlcourse.quantization import state_dict_bytes
+
+    model = _mlp(13, sizes=(64, 128, 128, 16)).cuda()
+    X = torch.randn(16, 64, device="cuda")
+    int8 = quantized(model, torchao_quantization.Int8WeightOnlyConfig())
     with torch.no_grad():
-        assert torch.allclose(int8(X), model(X), atol=0.1)               # the CPU copy works
-    with pytest.raises((RuntimeError, NotImplementedError)):           # no CUDA kernel for quantised linears
-        with torch.no_grad():
-            torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cuda(), {nn.Linear},
-                                                   dtype=torch.qint8)(X.cuda())
+        assert torch.allclose(int8(X), model(X), atol=0.05)
+    int4 = copy.deepcopy(model).to(torch.bfloat16)
+    torchao_quantization.quantize_(int4, torchao_quantization.Int4WeightOnlyConfig(
+        group_size=32, int4_packing_format="tile_packed_to_4d"))
+    with torch.no_grad():
+        out = int4(X.to(torch.bfloat16)).float()
+    assert out.shape == (16, 16) and torch.isfinite(out).all()
+    assert (out - model(X)).abs().max() < 0.5
+    assert state_dict_bytes(int4) < state_dict_bytes(int8)
