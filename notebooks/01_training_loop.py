@@ -310,10 +310,25 @@ assert softmax_test["acc"] > cfg.pick(smoke=0.8, small=0.9, full=0.9)
 # the nonlinearity the two layers would collapse into a single linear map, and we would be back to softmax
 # regression.
 #
-# We train it with SGD plus *momentum*, which keeps a running average of recent gradients and steps along it;
-# this smooths the noise of small batches. Unlike softmax regression, an MLP must not start from all-zero weights:
-# every hidden unit would get the same gradient and they would stay identical. `nn.Linear` initialises randomly,
-# and we seed that randomness.
+# We train it with SGD plus *momentum*. The optimiser keeps a velocity $v \leftarrow \beta v + g$, a decaying
+# **sum** of past gradients, and steps along it: $\theta \leftarrow \theta - \eta v$. It is not an average:
+# while the gradient stays the same, $v$ grows towards $g / (1 - \beta)$, ten times $g$ for $\beta = 0.9$, so
+# momentum also lengthens the steps (the cell below checks this on one number). Directions that agree from batch
+# to batch add up, and the noise of small batches partly cancels.
+#
+# Unlike softmax regression, an MLP must not start from all-zero weights: every hidden unit would get the same
+# gradient and they would stay identical. `nn.Linear` initialises randomly, and we seed that randomness.
+
+# %%
+beta = 0.9
+theta = torch.zeros(1, requires_grad=True)
+momentum_sgd = torch.optim.SGD([theta], lr=0.01, momentum=beta)
+for _ in range(100):
+    theta.grad = torch.ones(1)                  # the same gradient g = 1 at every step
+    momentum_sgd.step()
+velocity = momentum_sgd.state[theta]["momentum_buffer"].item()
+print(f"velocity after 100 steps with g = 1 and beta = {beta}: {velocity:.4f}; g / (1 - beta) = {1 / (1 - beta):.1f}")
+assert abs(velocity - 1 / (1 - beta)) < 1e-3, "the velocity is a decaying sum, not an average of the gradients"
 
 # %%
 hidden = cfg.pick(smoke=128, small=128, full=256)

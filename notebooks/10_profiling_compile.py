@@ -29,7 +29,8 @@
 #   mixed precision at `full` scale), graph breaks.
 # - Measure convolutions in the `channels_last` memory format against the default.
 #
-# **Prerequisites:** notebook 01 (training loop), notebook 03 (convolutions, `SmallCNN`, memory formats) and
+# **Prerequisites:** notebook 01 (training loop), notebook 03 (convolutions, memory formats; the model timed here
+# is `dlcourse.models.SmallCNN`, a CNN of the same conv → BatchNorm → ReLU blocks) and
 # notebook 05 (`Dataset`, `DataLoader`, transforms, `dlcourse.data.Augmented`); notebook 07 (mixed precision,
 # TF32).
 #
@@ -456,7 +457,9 @@ print_table(["part", "seconds", "% of epoch"],
 # %% [markdown]
 # A simple timer already says where the time goes. The profiler says the same and more: the `DataLoader`
 # records its own `__next__` calls, so the loader shows up as a row next to our `train_step` label, and the
-# operators inside it (the blur is a convolution, the conversion a `copy_`) appear among the top operators.
+# operators it runs are counted with everything else. The call counts give the per-item work away: the blur is
+# one `aten::conv2d` (after a reflection padding) *per image*, next to the model's few convolutions per batch,
+# and the conversion to float is at least one `aten::copy_` per image.
 
 # %%
 small_model, small_optimizer = fresh_model()
@@ -476,6 +479,13 @@ print_table(["region", "calls", "CPU total s"],
              ["train_step", step_row.count, step_row.cpu_time_total / 1e6]])
 print(data_events.table(sort_by="self_cpu_time_total", row_limit=6))   # loading is CPU work: the CPU's clock
 assert loader_row.count == step_row.count == n_batches_profiled
+calls = {e.key: e.count for e in data_events}
+images_profiled = n_batches_profiled * slow_loader.batch_size
+model_convs = sum(isinstance(m, nn.Conv2d) for m in small_model.modules())     # per forward pass
+print(f"{images_profiled} images: aten::conv2d called {calls['aten::conv2d']} times ({images_profiled} blurs + "
+      f"{n_batches_profiled} x {model_convs} in the model), aten::copy_ {calls['aten::copy_']} times")
+assert calls["aten::conv2d"] == images_profiled + n_batches_profiled * model_convs, "one blur per image"
+assert calls["aten::copy_"] >= images_profiled, "at least one conversion per image"
 
 # %% [markdown]
 # Three fixes, measured on the same epoch:

@@ -188,3 +188,20 @@ def test_channels_last_changes_strides_not_results():
         out = model_cl(X_cl)
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_smallcnn_lives_in_the_package_not_in_notebook_03():
+    """Notebooks 04 and 10 once called SmallCNN 'notebook 03's': notebook 03 defines lenet and ResNetSmall."""
+    import re
+    from pathlib import Path
+
+    import dlcourse.models
+
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    assert "class SmallCNN" not in (notebooks / "03_cnn.py").read_text()
+    assert dlcourse.models.SmallCNN.__module__ == "dlcourse.models"
+    for path in sorted(notebooks.glob("*.py")):
+        text = " ".join(line.lstrip("# ") for line in path.read_text().splitlines())   # sentences across lines
+        assert not re.search(r"[Nn]otebook 03'?s?\W+`?SmallCNN", text), path.name
+        assert not re.search(r"notebook 03 \([^)]*`SmallCNN`", text), path.name
+
