@@ -19,7 +19,8 @@
 #   linear and convolutional layers;
 # - write BatchNorm's training-mode forward pass, including the running statistics exactly as `nn.BatchNorm1d`
 #   keeps them, and its evaluation-mode forward pass;
-# - write LayerNorm and RMSNorm, and say how they differ from BatchNorm and from each other.
+# - write LayerNorm and RMSNorm, and say how they differ from BatchNorm and from each other;
+# - predict how the scale of a signal changes through a deep ReLU network under any initialisation.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
@@ -27,10 +28,10 @@
 # them, and some extra hidden tests. `dlcourse check labs/lab02_init_normalization.ipynb` tells you what
 # passes.
 #
-# **Time.** About 60–90 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
+# **Time.** About 70–100 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
 #
-# **Points.** 10 in all: He initialisation 2, BatchNorm in training mode 3, BatchNorm in evaluation mode 1,
-# LayerNorm 2, RMSNorm 2.
+# **Points.** 11 in all: He initialisation 2, BatchNorm in training mode 3, BatchNorm in evaluation mode 1,
+# LayerNorm 2, RMSNorm 2, the signal's scale through depth (predict, then measure) 1.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 import importlib.util
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dlcourse
-from dlcourse.grading.checks import check_close, check_equal, forbid
+from dlcourse.grading.checks import check_close, check_equal, check_prediction, forbid
 
 cfg = dlcourse.setup(seed=0)
 # Tests of from-scratch code switch torch's own versions off while they call yours.
@@ -71,14 +72,14 @@ NO_BUILTIN = ("write this from tensor operations (mean, var, sqrt, ...): torch's
 # $$w \sim \mathcal N\big(0,\ \sigma^2 = 2 / n_\text{in}\big), \qquad \text{bias} = 0.$$
 #
 # Write `he_init_(layer, generator=None)` that re-initialises `layer.weight` **in place** with these samples
-# and sets `layer.bias` (when there is one) to zero, then returns the layer. It must work for `nn.Linear`,
-# whose weight is `(out_features, in_features)`, and for `nn.Conv2d`, whose weight is
-# `(out_channels, in_channels, kh, kw)`: each output of a convolution sums over `in_channels * kh * kw`
-# inputs. In both cases the fan-in is the number of entries in one row of the weight, `weight[0].numel()`.
+# and sets `layer.bias` (when there is one) to zero, then returns the layer, which must still be trainable. It
+# must work for `nn.Linear`, whose weight is `(out_features, in_features)`, and for `nn.Conv2d`, whose weight
+# is `(out_channels, in_channels, kh, kw)`: work out from the weight's shape how many inputs one output sums.
 #
-# Draw the samples with the `generator` you are given (`torch.randn(shape, generator=generator)`, or
-# `tensor.normal_(mean, std, generator=generator)`), so that a seeded run is reproducible. Do the in-place
-# writes under `torch.no_grad()`. `nn.init.kaiming_normal_` and friends are switched off during the tests.
+# Draw the samples from the `generator` you are given, in the weight's shape, so that a seeded run is
+# reproducible and gives the same numbers as `nn.init.kaiming_normal_` with that generator (both
+# `torch.randn(shape, generator=generator)` and `tensor.normal_(mean, std, generator=generator)` do).
+# `nn.init.kaiming_normal_` and friends are switched off during the tests.
 
 # %% nbgrader={"grade": false, "grade_id": "he-init-answer", "locked": false, "schema_version": 3, "solution": true}
 def he_init_(layer: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
@@ -423,6 +424,59 @@ check_close("same as nn.RMSNorm(6) on sequences of shape (2, 5, 6)", _yours[0], 
 print("rms_norm: visible tests passed")
 
 
+# %% [markdown] nbgrader={"grade": false, "grade_id": "depth-scale-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# ## Exercise 6: predict, then measure: the signal's scale through depth (1 point)
+#
+# Exercise 1 chose the weight variance that keeps the signal's scale. What happens with any other one? Take a
+# stack of `depth` layers, each `nn.Linear(fan_in, fan_in, bias=False)` with weights drawn from
+# $\mathcal N(0, \text{std}^2)$ and followed by a ReLU, fed with inputs whose entries are drawn from
+# $\mathcal N(0, 1)$.
+#
+# Write `predicted_rms(depth, fan_in, std)`: your prediction of the root-mean-square of the network's output
+# divided by that of its input, as a Python float (a formula: random numbers and ReLU are switched off while
+# the test calls it). The test then measures it: the same ratio over 32 independently drawn networks and 32
+# inputs each, so that the luck of one draw averages out. Your prediction passes when it is within **10 %** of
+# the measurement, for `depth=10, fan_in=256, std=0.05` here and for other settings in the hidden tests.
+
+# %% nbgrader={"grade": false, "grade_id": "depth-scale-answer", "locked": false, "schema_version": 3, "solution": true}
+def predicted_rms(depth: int, fan_in: int, std: float) -> float:
+    """Predicted RMS(output) / RMS(input) of ``depth`` bias-free Linear(fan_in, fan_in) + ReLU layers whose
+    weights are drawn from N(0, std**2). A Python float."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% nbgrader={"grade": true, "grade_id": "depth-scale-tests", "locked": true, "points": 1, "schema_version": 3, "solution": false} editable=false deletable=false
+SIMULATING = ((torch, "randn"), (torch, "normal"), (torch.Tensor, "normal_"), (torch, "relu"), (F, "relu"),
+              (torch.Tensor, "relu"), (nn.Module, "__call__"))
+NO_SIMULATING = ("predict with a formula: random numbers, ReLU and modules are switched off while the test calls "
+                 "predicted_rms")
+
+
+def _predicted(*args):
+    with forbid(SIMULATING, NO_SIMULATING):
+        return predicted_rms(*args)
+
+
+def _measured_rms(depth, fan_in, std, networks=32, batch=32):
+    """RMS(output) / RMS(input) over ``networks`` random stacks of Linear(fan_in, fan_in, bias=False) + ReLU."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(networks, batch, fan_in, generator=g)           # (networks, batch, fan_in)
+    h = X
+    for _ in range(depth):
+        W = std * torch.randn(networks, fan_in, fan_in, generator=g)    # one (out, in) weight per network
+        h = torch.relu(h @ W.transpose(1, 2))                           # (networks, batch, fan_in)
+    return (h.pow(2).mean().sqrt() / X.pow(2).mean().sqrt()).item()
+
+
+check_prediction("RMS ratio after 10 layers, fan_in 256, std 0.05", _predicted(10, 256, 0.05),
+                 expected=_measured_rms(10, 256, 0.05), rtol=0.1,
+                 hint="by what factor does one Linear layer multiply the second moment (mean square) of the "
+                      "signal, and what does the ReLU do to it? Then compound over the layers, and take the "
+                      "square root at the end")
+print("predicted_rms: visible tests passed")
+
+
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Summary
 #
@@ -433,6 +487,8 @@ print("rms_norm: visible tests passed")
 #   averages, so each example is treated on its own.
 # - LayerNorm normalises each example over its features; RMSNorm only divides by the root mean square and has
 #   no shift. Neither keeps running statistics.
+# - Through a Linear + ReLU layer the signal's mean square is multiplied by $\tfrac12 n_\text{in}\sigma^2$; over
+#   L layers that factor compounds to its L-th power, which is why only the He variance keeps deep nets usable.
 #
 # ## Further exercises (not graded)
 #

@@ -18,16 +18,18 @@
 # - update parameters by hand with autograd's gradients (`torch.no_grad`, in-place updates, clearing `.grad`);
 # - measure accuracy correctly (argmax over classes, a plain Python number);
 # - write the five lines of every PyTorch training loop: forward, loss, `zero_grad`, `backward`, `step`;
-# - build a small MLP with `nn.Sequential` and train it with `dlcourse.fit`.
+# - build a small MLP with `nn.Sequential` and train it with `dlcourse.fit`;
+# - predict the loss of an untrained classifier, the first sanity check of any training run.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
 # it: it passes when it finishes without an error. Don't edit the test cells; the grader runs its own copy of
 # them, and some extra hidden tests. `dlcourse check labs/lab01_training_loop.ipynb` tells you what passes.
 #
-# **Time.** About 60–90 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
+# **Time.** About 70–100 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
 #
-# **Points.** 10 in all: softmax 2, cross-entropy 2, SGD step 2, accuracy 1, training loop 2, MLP 1.
+# **Points.** 11 in all: softmax 2, cross-entropy 2, SGD step 2, accuracy 1, training loop 2, MLP 1, the
+# initial loss (predict, then measure) 1.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
 import importlib.util
@@ -39,6 +41,7 @@ if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course
                     "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +49,8 @@ from torch import nn
 
 import dlcourse
 
-from dlcourse.grading.checks import SOFTMAX_FUNCTIONS, check_accuracy, check_close, check_equal, forbid
+from dlcourse.grading.checks import (SOFTMAX_FUNCTIONS, check_accuracy, check_close, check_equal, check_prediction,
+                                     forbid)
 
 cfg = dlcourse.setup(seed=0)
 # Tests of from-scratch code switch torch's own versions off while they call yours.
@@ -179,8 +183,8 @@ check_close("leaves its input unchanged (the input, then the output)", [_z, _p],
 #
 # $$\log \mathrm{softmax}(z)_k = (z_k - m) - \log \sum_j e^{z_j - m}$$
 #
-# which never takes the log of 0 (the sum is at least 1). Then pick each row's entry for its label: for a
-# `(N, C)` tensor `log_probs`, `log_probs[torch.arange(N), y]` has shape `(N,)`.
+# which never takes the log of 0 (the sum is at least 1). Each example then needs only the entry of its own
+# label (indexing with two index tensors, or `gather`, picks one entry per row).
 #
 # Write `cross_entropy(logits, y)` returning a 0-dimensional tensor that autograd can differentiate. PyTorch's
 # softmax, log_softmax, `F.cross_entropy` and `F.nll_loss` are switched off while the tests call your
@@ -475,20 +479,14 @@ check_close("float64 scores", accuracy(torch.eye(4, dtype=torch.float64), torch.
 # %% [markdown] nbgrader={"grade": false, "grade_id": "train-loop-instructions", "locked": true, "schema_version": 3, "solution": false}
 # ## Exercise 5: the training loop (2 points)
 #
-# Every PyTorch training loop has the same five lines per batch:
+# Write `train_loop(model, train_loader, num_epochs, lr)`, which trains `model` by mini-batch SGD and returns
+# it: `num_epochs` passes over `train_loader`, one `torch.optim.SGD` step with learning rate `lr` per batch, on
+# the batch's mean cross-entropy (`F.cross_entropy`). Each step must follow the gradient of its own batch only,
+# and the optimiser must live for the whole run. (Here you use PyTorch's optimizer and loss; your own versions
+# from exercises 1–3 do the same work, more slowly.)
 #
-# ```python
-# y_hat = model(X)              # 1. forward: (B, C) scores
-# loss = loss_fn(y_hat, y)      # 2. loss: a 0-dim tensor, the batch mean
-# optimizer.zero_grad()         # 3. clear last step's gradients (backward adds to .grad)
-# loss.backward()               # 4. gradients of the loss for every parameter
-# optimizer.step()              # 5. update the parameters
-# ```
-#
-# Write `train_loop(model, train_loader, num_epochs, lr)`: create `torch.optim.SGD(model.parameters(), lr=lr)`
-# **once**, then for each of `num_epochs` epochs go through every `(X, y)` batch of `train_loader` with these
-# five lines, using `F.cross_entropy` as the loss. Return the model. (Here you use PyTorch's optimizer and
-# loss; your own versions from exercises 1–3 do the same work, more slowly.)
+# The test replays your run with a reference loop, batch by batch, and compares the weights, so "almost SGD"
+# does not pass. Notebook 01, sections 3 and 4, shows what one step involves.
 #
 # The test trains softmax regression, `nn.Linear(64, 10)`, on the flattened 8×8 digits: one linear layer whose
 # scores go through softmax inside the loss. It should reach well over 85 % test accuracy in a few epochs.
@@ -634,13 +632,11 @@ check_accuracy("softmax regression reaches 85% on another split of the digits",
 # ## Exercise 6: an MLP with `nn.Sequential` (1 point)
 #
 # Softmax regression draws straight lines between classes. A hidden layer with a nonlinearity lets the model
-# bend them. Write `make_mlp(in_features, hidden, num_classes)` returning
-# `nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))`.
-#
-# Two things to get right: the ReLU between the layers (two linear layers in a row are just one linear layer),
-# and **no softmax at the end** — the model outputs raw scores (logits) and `F.cross_entropy` applies
-# log-softmax itself. The test counts the parameters, checks the output shape, and trains your MLP with
-# `dlcourse.fit`.
+# bend them. Write `make_mlp(in_features, hidden, num_classes)`: an `nn.Sequential` MLP with one hidden layer of
+# `hidden` ReLU units (both layers `nn.Linear` with a bias, created input side first) that maps `(N,
+# in_features)` inputs to `(N, num_classes)` scores suitable for `F.cross_entropy`, and contains nothing else.
+# The test counts the parameters, checks the output shape, compares the predictions with a reference MLP made
+# from the same seed, and trains your MLP with `dlcourse.fit`.
 
 # %% nbgrader={"grade": false, "grade_id": "mlp-answer", "locked": false, "schema_version": 3, "solution": true}
 def make_mlp(in_features: int, hidden: int, num_classes: int) -> nn.Sequential:
@@ -724,6 +720,62 @@ check_close("scores for inputs of -100 and +100 (the model uses its input)",
             hint="the MLP's scores should depend on its input, as Linear -> ReLU -> Linear's do")
 ### END HIDDEN TESTS
 
+# %% [markdown] nbgrader={"grade": false, "grade_id": "initial-loss-instructions", "locked": true, "schema_version": 3, "solution": false}
+# ## Exercise 7: predict, then measure: the loss before training (1 point)
+#
+# Before you train a new classifier, know what its first loss should be: a first loss far from it points to a
+# bug (labels shifted, a softmax inside the model, a broken initialisation) before a single step is taken. With
+# PyTorch's default initialisation, a fresh network's scores (logits) are all small.
+#
+# Write `initial_loss(num_classes)`: your prediction, as a formula, of the mean cross-entropy of an untrained
+# classifier with `num_classes` classes, returned as a Python float. It is a prediction: PyTorch's modules and
+# cross-entropy are switched off while the test calls it. The test then **measures** the loss of freshly
+# initialised MLPs (64 → 32 → `num_classes`, built with `dlcourse.models.mlp`) on the digits' training images
+# with random labels. Your prediction passes when it is within **3 %** of the measurement, for 10 classes here
+# and for other numbers of classes in the hidden tests.
+
+# %% nbgrader={"grade": false, "grade_id": "initial-loss-answer", "locked": false, "schema_version": 3, "solution": true}
+def initial_loss(num_classes: int) -> float:
+    """Predicted mean cross-entropy of an untrained classifier with ``num_classes`` classes (a Python float)."""
+    ### BEGIN SOLUTION
+    return math.log(num_classes)   # small logits: softmax is about uniform, and -log(1 / C) = log C
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "initial-loss-tests", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+MEASURING = SOFTMAX_FUNCTIONS + ((nn.Module, "__call__"),)
+NO_MEASURING = ("predict with a formula: calling modules and PyTorch's softmax and cross-entropy is switched off "
+                "while the test calls initial_loss")
+
+
+def _predicted(num_classes):
+    with forbid(MEASURING, NO_MEASURING):
+        return initial_loss(num_classes)
+
+
+def _measured_initial_loss(num_classes):
+    """Mean cross-entropy of a fresh MLP 64 -> 32 -> num_classes on the digits' training images, random labels."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = dlcourse.models.mlp(64, [32], num_classes)
+    X = dlcourse.data.digits(flatten=True, seed=0).train.tensors[0]                      # (N, 64)
+    y = torch.randint(0, num_classes, (len(X),), generator=torch.Generator().manual_seed(num_classes))
+    with torch.no_grad():
+        return F.cross_entropy(model(X), y).item()
+
+
+check_prediction("the first loss of a 10-class classifier", _predicted(10), expected=_measured_initial_loss(10),
+                 rtol=0.03, hint="small logits give an almost uniform softmax: what is -log of the probability "
+                                 "each class then gets?")
+print("initial_loss: visible tests passed")
+
+### BEGIN HIDDEN TESTS
+for _c in (2, 100, 1000):
+    check_prediction(f"the first loss of a {_c}-class classifier", _predicted(_c),
+                     expected=_measured_initial_loss(_c), rtol=0.03,
+                     hint="the prediction must work for any number of classes: a function of num_classes")
+### END HIDDEN TESTS
+
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false}
 # ## Summary
 #
@@ -734,6 +786,7 @@ check_close("scores for inputs of -100 and +100 (the model uses its input)",
 # - Accuracy compares the argmax over classes with the labels and is reported as a plain number.
 # - Forward, loss, `zero_grad`, `backward`, `step`: every training loop in this course, `dlcourse.fit`
 #   included, is these five lines plus bookkeeping.
+# - An untrained classifier with C classes starts at a loss of about $\log C$: check it before training.
 #
 # ## Further exercises (not graded)
 #
