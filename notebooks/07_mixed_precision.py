@@ -540,8 +540,8 @@ fig
 # - **float16 plus `GradScaler`** on GPUs that have float16 tensor cores but no bfloat16 ones (Volta's V100,
 #   Turing's T4 on Colab) and on Apple's MPS.
 # - On a **CPU**: bfloat16 (PyTorch emulates it where the instructions are missing: slower, but correct).
-#   float16 works on a CPU too, but most CPUs have no float16 arithmetic units and are many times slower in
-#   it.
+#   float16 works on a CPU too, but most CPUs have no float16 arithmetic units; section 7 times a float16
+#   matrix product on yours.
 #
 # One training step covers every case: a `GradScaler` created with `enabled=False` passes the loss through
 # unchanged and calls `optimizer.step()` directly, so the code has no branch.
@@ -681,7 +681,8 @@ assert dlcourse.config.tf32_status() == saved_status, "defaults restored"
 # %% [markdown]
 # What does TF32 cost in accuracy? Measure it against float64 on a matrix product. Any machine can *emulate*
 # TF32: round each float32 input to 10 mantissa bits (add half of the last kept bit to the bit pattern, then
-# clear the 13 dropped bits), and multiply the rounded inputs exactly. On a GPU from Ampere on, the cell also
+# clear the 13 dropped bits), and multiply the rounded inputs exactly. Hardware may instead *truncate* (clear
+# the dropped bits without rounding), so the cell emulates that too. On a GPU from Ampere on, the cell also
 # runs the real thing: the same product with TF32 switched on, and a bfloat16 product for comparison. The
 # error is relative, $\lVert C - C_{64} \rVert / \lVert C_{64} \rVert$, against the product computed in
 # float64.
@@ -691,6 +692,17 @@ def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
     """float32 values rounded to TF32's 10 mantissa bits (to nearest, ties away from zero), still float32."""
     bits = x.contiguous().view(torch.int32)
     return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)   # + half the lowest kept bit, clear 13 bits
+
+
+def truncate_to_tf32(x: torch.Tensor) -> torch.Tensor:
+    """float32 values with the 13 bits TF32 drops set to zero (rounded towards zero), still float32."""
+    return (x.contiguous().view(torch.int32) & ~0x1FFF).view(torch.float32)
+
+
+# 1 + 2^-11 lies halfway between the TF32 neighbours 1 and 1 + 2^-10: a tie, which goes away from zero
+ties = round_to_tf32(torch.tensor([1 + 2**-11, -(1 + 2**-11), 1 + 2**-12, 1 + 2**-11 + 2**-20]))
+assert ties.tolist() == [1 + 2**-10, -(1 + 2**-10), 1.0, 1 + 2**-10], "to nearest, ties away from zero"
+assert truncate_to_tf32(torch.tensor([1 + 2**-10 - 2**-20])).item() == 1.0
 
 
 n_mm = cfg.pick(smoke=512, small=1024, full=1024)
@@ -709,6 +721,8 @@ torch.set_float32_matmul_precision("highest")
 errors = {"float32 (IEEE)": rel_error(A32 @ B32),
           "TF32, emulated (inputs rounded to 10 bits)": rel_error(round_to_tf32(A32).double()
                                                                   @ round_to_tf32(B32).double()),
+          "TF32, emulated (inputs truncated to 10 bits)": rel_error(truncate_to_tf32(A32).double()
+                                                                    @ truncate_to_tf32(B32).double()),
           "float16 inputs, emulated": rel_error(A32.half().double() @ B32.half().double()),
           "bfloat16 inputs, emulated": rel_error(A32.bfloat16().double() @ B32.bfloat16().double())}
 has_tf32 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
@@ -721,22 +735,39 @@ torch.set_float32_matmul_precision(saved_precision)
 print(f"({n_mm} x {n_mm}) @ ({n_mm} x {n_mm}) on {device}, relative error against float64:")
 show_table([(name, f"{e:.2e}", f"{e / errors['float32 (IEEE)']:.0f}x") for name, e in errors.items()],
            ("product", "relative error", "vs float32"))
-assert errors["TF32, emulated (inputs rounded to 10 bits)"] > 30 * errors["float32 (IEEE)"]
-tf32_vs_fp16 = errors["TF32, emulated (inputs rounded to 10 bits)"] / errors["float16 inputs, emulated"]
+tf32_error = errors["TF32, emulated (inputs rounded to 10 bits)"]
+assert tf32_error > 100 * errors["float32 (IEEE)"], "hundreds of times float32's error"
+tf32_vs_fp16 = tf32_error / errors["float16 inputs, emulated"]
 assert abs(tf32_vs_fp16 - 1) < 0.1, "TF32 keeps float16's 10 mantissa bits"
+bf16_vs_fp16 = errors["bfloat16 inputs, emulated"] / errors["float16 inputs, emulated"]
+truncated_vs_rounded = errors["TF32, emulated (inputs truncated to 10 bits)"] / tf32_error
+print(f"bfloat16 / float16 inputs: {bf16_vs_fp16:.1f}x the error (3 fewer mantissa bits: 2^3 = 8); "
+      f"truncated / rounded TF32 inputs: {truncated_vs_rounded:.1f}x")
+assert 6 < bf16_vs_fp16 < 10 and truncated_vs_rounded > 1.5
 if has_tf32 and tf32_can_be_off:
-    tf32_error = errors["TF32 on this GPU (precision 'high')"]
-    assert 10 * errors["float32 (IEEE)"] < tf32_error < 1e-2, "the GPU used TF32: float16-like input rounding"
+    gpu_vs_emulated = errors["TF32 on this GPU (precision 'high')"] / tf32_error
+    print(f"TF32 on this GPU / emulated with rounding: {gpu_vs_emulated:.2f}x")
+    assert 0.5 < gpu_vs_emulated < 4, "the GPU used TF32: float16-like input precision"
+
+# Gradient noise, for scale: the gradients of section 2's CNN on two different batches of 64 digits
+X_train, y_train = splits.train.tensors
+g1, g2 = (all_gradients(cnn, X_train[i:i + 64].to(device), y_train[i:i + 64].to(device))["parameters"]
+          for i in (0, 64))
+batch_noise = ((g1 - g2).norm() / ((g1 + g2) / 2).norm()).item()
+print(f"two batches of 64 digits: the CNN's gradients differ by {batch_noise:.2f} (relative), "
+      f"{batch_noise / tf32_error:,.0f}x TF32's relative error")
+assert batch_noise > 100 * tf32_error, "gradient noise dwarfs TF32's rounding"
 assert dlcourse.config.tf32_status() == saved_status, "defaults restored"
 
 # %% [markdown]
-# TF32's error is float16's (same 10 mantissa bits) and hundreds of times float32's, yet still a few parts in
-# ten thousand (the table's second row): negligible for training, where gradient noise is far larger, which is
-# why frameworks such as JAX use it by default. It matters where float32 is used *for* its precision: solving
+# TF32's error is float16's (same 10 mantissa bits) and hundreds of times float32's (the last column), yet
+# the relative error itself (the table's second row) is small next to the noise every gradient already
+# carries: the CNN's gradients on two batches of 64 digits differ by far more (the line below the table).
+# That is why TF32 costs training little. It matters where float32 is used *for* its precision: solving
 # ill-conditioned linear systems, checking gradients numerically, comparing two implementations to 1e-6.
-# bfloat16 inputs lose about eight times more. On a GPU the measured TF32 error is close to the emulated one;
-# where the two differ, the hardware rounds differently (some GPUs truncate the dropped bits instead of
-# rounding them).
+# bfloat16 inputs, with three fewer mantissa bits, lose about $2^3 = 8$ times more (printed). On a GPU the
+# cell prints the measured TF32 error divided by the emulated one: about 1 where the hardware rounds its
+# inputs to nearest like the emulation, nearer the truncated row's ratio where it drops the extra bits.
 #
 # ## 7. Time and memory per precision: a transformer step
 # Tensor cores pay off only when the matrix products are large. A small CNN on 32×32 images is dominated by
@@ -752,8 +783,9 @@ assert dlcourse.config.tf32_status() == saved_status, "defaults restored"
 # once per round, in turn, so that a change in the machine's load hits them all alike. On a GPU the table has
 # four timed rows: float32 with TF32 off (true float32), float32 with TF32 on, bfloat16 autocast (left out on
 # a GPU without bfloat16 tensor cores), and float16 autocast with a `GradScaler`. On a CPU it has two: TF32
-# does not exist there, and float16 would be many times slower than float32 for lack of arithmetic units (its
-# memory is measured, its time is not).
+# does not exist there, and float16 is left out of the step timings because most CPUs lack float16
+# arithmetic units (its memory is measured; the cell times one of the model's matrix products in float16
+# instead, so you see what float16 costs on this CPU).
 #
 # Memory: autocast does not shrink the parameters (they stay float32); it shrinks the *activations*, the
 # tensors autograd saves for the backward pass. `dlcourse.memory.saved_tensor_bytes` counts them on any
@@ -772,7 +804,7 @@ torch.manual_seed(cfg.seed)
 gpt = nn.Sequential(dlcourse.models.GPT(vocab_size, seq_len, d_model=d_model, num_heads=num_heads,
                                         num_layers=num_layers),
                     nn.Flatten(0, 1)).to(device)                    # (B, T) -> (B*T, vocab) logits
-gpt_optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4)
+gpt_optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4, weight_decay=0.0)   # timing only: no decay
 gen = torch.Generator().manual_seed(cfg.seed)
 tokens = torch.randint(0, vocab_size, (batch_size, seq_len), generator=gen).to(device)        # (B, T)
 targets = torch.randint(0, vocab_size, (batch_size * seq_len,), generator=gen).to(device)    # (B*T,)
@@ -858,7 +890,18 @@ print(f"one training step (forward, loss, backward, AdamW) on {device}, best of 
       f"cuDNN convolutions: none in this model")
 show_table(rows, ("precision", "step ms", f"speed-up vs {baseline}", "TFLOP/s", "saved for backward",
                   "peak of forward+backward"))
-assert mem[amp_dtype]["saved"] < 0.8 * mem[torch.float32]["saved"], "16-bit activations are smaller"
+if torch.float16 not in timed:                  # a CPU: what float16 costs, on one of the model's products
+    h = torch.randn(batch_size * seq_len, d_model, generator=gen).to(device)          # (B*T, D)
+    w = torch.randn(d_model, 4 * d_model, generator=gen).to(device)                   # (D, 4D)
+    operands = {dt: (h.to(dt), w.to(dt)) for dt in FORMATS}
+    matmul_times = best_step_times({NAMES[dt]: (lambda a=a, b=b: a @ b) for dt, (a, b) in operands.items()},
+                                   repeats)
+    print(f"one ({batch_size * seq_len} x {d_model}) @ ({d_model} x {4 * d_model}) product on {device}: "
+          + ", ".join(f"{name} {1000 * t:.2f} ms ({t / matmul_times['float32']:.1f}x float32)"
+                      for name, t in matmul_times.items()))
+saved_ratio = mem[amp_dtype]["saved"] / mem[torch.float32]["saved"]
+print(f"saved for backward, {NAMES[amp_dtype]} autocast / float32: {saved_ratio:.2f}")
+assert 0.5 < saved_ratio < 0.8, "16-bit activations are smaller, but by less than 2x"
 if torch.bfloat16 in mem:
     saved_16 = mem[torch.bfloat16]["saved"]
     assert abs(mem[torch.float16]["saved"] - saved_16) <= 0.01 * saved_16, "both 16-bit formats: 2 bytes a number"
@@ -871,17 +914,18 @@ assert dlcourse.config.tf32_status() == saved_status, "defaults restored"
 # %% [markdown]
 # What to read from the table:
 # - **Speed.** On a GPU from Ampere on, true float32 runs on the ordinary float32 units, while TF32, bfloat16
-#   and float16 run on the tensor cores: at `full` scale expect TF32 several times faster than true float32,
-#   and bfloat16 and float16 faster again (they also move half the bytes). The TFLOP/s column says how close
-#   each comes to the GPU's rated peak. On a GPU without bfloat16 tensor cores (a T4) there is no bfloat16
-#   row and the TF32 row gains nothing: that GPU has neither, which is why the recipe picks float16 there. At
-#   `smoke` and `small` scale the model is too small to keep a GPU busy, and the rows come out close together.
-#   On a CPU, bfloat16 gains only where the processor has bfloat16 instructions (AVX-512 BF16, AMX), and even
-#   then less than a GPU; without them it can be slower than float32.
-# - **Memory.** The activations saved for backward shrink by less than 2×, because not everything saved is a
-#   16-bit float: the residual stream that every LayerNorm saves, the loss's log-probabilities and attention's
-#   log-sum-exp statistics stay float32, and the bfloat16 copies autocast makes of the weights are new tensors
-#   (they count too). The peak falls with the activations, but the float32 gradients are in it at full size.
+#   and float16 run on the tensor cores (bfloat16 and float16 also move half the bytes): that is where the
+#   speed-up column's gains come from at `full` scale, and the cell asserts that bfloat16 beats true float32
+#   there. The TFLOP/s column says how close each comes to the GPU's rated peak; at `smoke` and `small` scale
+#   it shows how far from that peak a small model stays. On a GPU without bfloat16 tensor cores (a T4) there
+#   is no bfloat16 row, and TF32 does not exist there either, which is why the recipe picks float16. On a
+#   CPU, bfloat16 can only gain where the processor has bfloat16 instructions (AVX-512 BF16, AMX): the
+#   speed-up column says what yours does, and the line below the table what a float16 product costs.
+# - **Memory.** The activations saved for backward shrink by less than 2× (ratio printed and asserted),
+#   because not everything saved is a 16-bit float: the residual stream that every LayerNorm saves, the loss's
+#   log-probabilities and attention's log-sum-exp statistics stay float32, and the bfloat16 copies autocast
+#   makes of the weights are new tensors (they count too). The peak falls with the activations, but the
+#   float32 gradients are in it at full size.
 #
 # ## Summary
 # - float32 (8 exponent, 23 mantissa bits), float16 (5, 10) and bfloat16 (8, 7): max $(2 - 2^{-m})

@@ -126,13 +126,39 @@ dlcourse.viz.image_grid(preview.tensors[0], preview.tensors[1], classes=[classes
 
 # %% [markdown]
 # **Pretraining** is ordinary training of `SmallCNN` on the source task (AdamW with a one-cycle schedule).
+# Weight decay goes where notebook 04 (section 9) put it: on the weights that multiply inputs, the convolution
+# kernels and linear weight matrices, and not on biases or normalisation scales and shifts. `AdamW`'s default
+# (`weight_decay=0.01` on every parameter it is given) would decay those too, so the optimizers in this
+# notebook that decay get their parameters through `decay_groups`. It picks the decayed tensors by module type rather
+# than by shape (notebook 04's `ndim >= 2` rule), which also keeps decay off the GPT's embedding tables in
+# section 2: an embedding row is a lookup, updated only when its token occurs, while decay would shrink every
+# row at every step.
 
 # %%
+def decay_groups(module: nn.Module, weight_decay: float, **options) -> list[dict]:
+    """Two optimizer groups of ``module``'s trainable parameters: the weights of nn.Linear and nn.Conv2d
+    layers with ``weight_decay``; everything else (biases, normalisation parameters, embeddings) with none.
+    ``options`` (e.g. ``lr``) go into both groups."""
+    decayed = {id(m.weight) for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    params = [p for p in module.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay, **options},
+            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0, **options}]
+
+
+def decayed_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> set[str]:
+    """Names of the parameters of ``model`` that ``optimizer`` decays."""
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    return {name for name, p in model.named_parameters() if id(p) in decayed}
+
+
 pretrain_epochs = cfg.pick(smoke=4, small=6, full=10)
+weight_decay = 0.01                                    # AdamW's default value, now on the weights only
 torch.manual_seed(cfg.seed)
 pretrained_cnn = SmallCNN(3, len(SOURCE), width=width, depth=3, image_size=image_size).to(device)
 train_loader, val_loader = dlcourse.data.make_loaders(source_train, source_val, batch_size=64, seed=cfg.seed)
-optimizer = torch.optim.AdamW(pretrained_cnn.parameters(), lr=3e-3)
+optimizer = torch.optim.AdamW(decay_groups(pretrained_cnn, weight_decay), lr=3e-3)
+kernels = {f"{n}.weight" for n, m in pretrained_cnn.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+assert decayed_names(pretrained_cnn, optimizer) == kernels, "decay on conv kernels and linear weights only"
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, pct_start=0.2,
                                                 total_steps=pretrain_epochs * len(train_loader))
 history = dlcourse.fit(pretrained_cnn, optimizer, train_loader, val_loader, num_epochs=pretrain_epochs,
@@ -227,19 +253,19 @@ STRATEGIES = ("from scratch", "frozen backbone", "full fine-tuning", "discrimina
 
 
 def make_model(strategy: str) -> tuple[nn.Module, list[dict]]:
-    """The model for a strategy and its optimizer parameter groups."""
+    """The model for a strategy and its optimizer parameter groups (weight decay as in pretraining)."""
     if strategy == "from scratch":
         model = SmallCNN(3, len(TARGET), width=width, depth=3, image_size=image_size)
-        return model.to(device), [{"params": model.parameters(), "lr": lr}]
+        return model.to(device), decay_groups(model, weight_decay, lr=lr)
     model = FineTuner(pretrained_cnn, len(TARGET), freeze=strategy == "frozen backbone").to(device)
     if strategy == "frozen backbone":
-        return model, [{"params": model.head.parameters(), "lr": lr}]
+        return model, decay_groups(model.head, weight_decay, lr=lr)
     if strategy == "full fine-tuning":
-        return model, [{"params": model.parameters(), "lr": lr}]
+        return model, decay_groups(model, weight_decay, lr=lr)
     blocks = [m for m in model.features if isinstance(m, nn.Sequential)]   # the conv blocks, first to last
-    groups = [{"params": block.parameters(), "lr": lr * decay ** (len(blocks) - i)}
-              for i, block in enumerate(blocks)]
-    return model, groups + [{"params": model.head.parameters(), "lr": lr}]
+    groups = [group for i, block in enumerate(blocks)
+              for group in decay_groups(block, weight_decay, lr=lr * decay ** (len(blocks) - i))]
+    return model, groups + decay_groups(model.head, weight_decay, lr=lr)
 
 
 def fine_tune(strategy: str, n_per_class: int, seed: int) -> tuple[float, int, float]:
@@ -368,7 +394,9 @@ amp = device.type == "cuda"                                          # mixed pre
 clip = cfg.pick(smoke=None, small=None, full=1.0)                    # full: a guard for the longer run
 torch.manual_seed(cfg.seed)
 gpt = GPT(tokenizer.vocab_size, block_size, **gpt_size).to(device)
-optimizer = torch.optim.AdamW(gpt.parameters(), lr=pretrain_lr, weight_decay=0.1)
+optimizer = torch.optim.AdamW(decay_groups(gpt, 0.1), lr=pretrain_lr)     # decay: Linear weights only
+linear_weights = {f"{n}.weight" for n, m in gpt.named_modules() if isinstance(m, nn.Linear)}
+assert decayed_names(gpt, optimizer) == linear_weights, "no decay on embeddings, LayerNorms or biases"
 loader = random_batches(code_train, pretrain_steps, lm_batch_size, cfg.seed)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=pretrain_lr, pct_start=0.1,
                                                 total_steps=len(loader))
@@ -409,7 +437,8 @@ assert base_doc[0] > base_code[0], "the documentation should be harder for a mod
 # - **Dropout** on the input of the low-rank branch only (the frozen path is left alone) regularises the
 #   adapter.
 # - **Merging:** after training, $W = W_0 + \frac{\alpha}{r} BA$ is an ordinary weight matrix, so the
-#   deployed model is as fast as the original; subtracting the same product gives $W_0$ back.
+#   deployed model runs exactly the original's operations (section 6 counts them); subtracting the same
+#   product gives $W_0$ back.
 
 # %%
 class LoRALinear(nn.Module):
@@ -642,15 +671,146 @@ assert count_parameters(adapted[lora_label]) < 0.5 * count_parameters(adapted["f
 # %% [markdown]
 # What to look for: LoRA gets most of the way from the pretrained model to full fine-tuning (the cell above
 # checks for more than half of the gain) with a fraction of the trainable parameters, and its checkpoint is a
-# small fraction of a full copy (on a model of billions of parameters: megabytes instead of gigabytes, one
-# per task). Where the table has two ranks, compare them. Full fine-tuning usually reaches the lowest loss on
-# the new domain; the "Python loss" column shows how much of the pretraining each method forgot on the way.
+# small fraction of a full copy: the adapter file grows with the adapter's parameters, not the model's, one
+# small file per task. Where the table has two ranks, compare them. Full fine-tuning usually reaches the
+# lowest loss on the new domain; the "Python loss" column shows how much of the pretraining each method forgot
+# on the way.
 #
-# The seconds column is honest about compute: the backward pass still runs through every frozen layer (the
-# adapters of the first block need the gradient from the last one), so a LoRA step is not cheaper than a
-# full one, and on a model this small its extra thin products can make it slower. What LoRA saves is
-# *memory* (no gradients or optimizer moments for the frozen weights) and storage; on a GPU with a large
-# model, that is what lets it be fine-tuned on one GPU at all.
+# **Compute per step.** In the forward pass a matrix product $y = x W^\top$ costs 2 FLOPs (a multiply and an
+# add) per weight and token. The backward pass of full fine-tuning does two products of the same size:
+# $\partial L / \partial x = (\partial L / \partial y)\, W$, which passes the gradient on to earlier layers,
+# and $\partial L / \partial W = (\partial L / \partial y)^\top x$, the weight's own gradient. A frozen weight
+# needs no gradient, so LoRA skips the second product; the first stays, because the adapters of earlier layers
+# need the gradient that flows back through every later layer, frozen or not. Per frozen weight and token
+# that is 2 + 2 FLOPs instead of 2 + 2 + 2: the matrix products of a LoRA step approach $\frac{2}{3}$ of a
+# full step's when $r \ll$ in, out, plus the adapters' own thin products (their forward and backward pass,
+# about $6 r (\text{in} + \text{out})$ FLOPs per layer and token). The optimizer update, elementwise work
+# on every trainable parameter, shrinks to the adapters' parameters.
+#
+# `torch.utils.flop_counter.FlopCounterMode` counts the FLOPs of the matrix products that run inside it
+# (elementwise operations are not counted; on a CPU neither is the fused attention kernel, which has no
+# weights and costs both methods the same). One forward and one backward pass on the same batch:
+
+# %%
+from torch.utils._python_dispatch import TorchDispatchMode  # the hook FlopCounterMode itself is built on
+from torch.utils.flop_counter import FlopCounterMode
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the tensor operations (ATen calls: on a GPU, each at least one kernel launch) run inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def pass_flops(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dict[str, int]:
+    """Matrix-product FLOPs of one forward and one backward pass of ``model`` on (X, y), and the number of
+    operations of both passes together."""
+    with OpCounter() as ops:
+        with FlopCounterMode(display=False) as forward:
+            loss = sequence_loss(model(X), y)
+        with FlopCounterMode(display=False) as backward:
+            loss.backward()
+    model.zero_grad(set_to_none=True)
+    return {"forward": forward.get_total_flops(), "backward": backward.get_total_flops(), "operations": ops.count}
+
+
+lora_rank = ranks[-1]
+steppers = {"full fine-tuning": copy.deepcopy(gpt).requires_grad_(True).train(),
+            f"LoRA r={lora_rank}": copy.deepcopy(gpt).train()}
+inject_lora(steppers[f"LoRA r={lora_rank}"], ALL_LINEAR, r=lora_rank, alpha=lora_alpha, dropout=lora_dropout)
+mark_only_lora_trainable(steppers[f"LoRA r={lora_rank}"])
+X, y = next(iter(random_batches(doc_train, 1, lm_batch_size, cfg.seed)))       # one training batch
+X, y = X.to(device), y.to(device)                                               # (B, T) each
+pass_counts = {name: pass_flops(model, X, y) for name, model in steppers.items()}
+total_flops = {name: f["forward"] + f["backward"] for name, f in pass_counts.items()}
+print_table(["method", "forward GFLOP", "backward GFLOP", "total GFLOP", "vs full", "operations"],
+            [[name, f"{f['forward'] / 1e9:.4f}", f"{f['backward'] / 1e9:.4f}", f"{total_flops[name] / 1e9:.4f}",
+              f"{total_flops[name] / total_flops['full fine-tuning']:.3f}", f["operations"]]
+             for name, f in pass_counts.items()])
+lora_name = f"LoRA r={lora_rank}"
+full_f, lora_f = pass_counts["full fine-tuning"], pass_counts[lora_name]
+assert full_f["backward"] >= 2 * full_f["forward"], "full backward: two products per forward product"
+assert lora_f["forward"] > full_f["forward"] and lora_f["backward"] < full_f["backward"]
+flop_ratio = total_flops[lora_name] / total_flops["full fine-tuning"]
+assert 0.6 < flop_ratio < 0.85, "LoRA skips the frozen weights' gradients: about 2/3, plus the adapters"
+
+# %% [markdown]
+# The LoRA step does fewer FLOPs: its forward pass is slightly larger (the adapters), its backward pass much
+# smaller. The further $r$ is below the layer widths, the closer the ratio gets to $\frac{2}{3}$ (here the
+# model is so narrow that the adapters are not negligible). Does the time per step follow? Time a whole
+# training step (forward, backward, AdamW) of both models, and for comparison one large matrix product,
+# which shows how many FLOP/s this machine reaches when the arithmetic dominates. The functions take turns,
+# best of several runs each, with a synchronised clock on a GPU.
+
+# %%
+def best_times(fns: dict, repeats: int = cfg.pick(smoke=5, small=20, full=20)) -> dict[str, float]:
+    """The shortest of ``repeats`` runs of each function, in seconds. The functions take turns, so a busy
+    moment of the machine slows all of them alike; on a GPU we wait for the queued work before reading the
+    clock."""
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(ts) for name, ts in times.items()}
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer):
+    """A function doing one training step of ``model`` on (X, y), as in ``adapt`` (autocast on a GPU)."""
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dlcourse.config.amp_dtype(device), enabled=amp):
+            loss = sequence_loss(model(X), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+optimizers = {name: torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+              for name, model in steppers.items()}
+step_fns = {name: training_step(model, optimizers[name]) for name, model in steppers.items()}
+for step in step_fns.values():
+    step()                                                          # warm-up; creates the AdamW state
+n_big = cfg.pick(smoke=256, small=512, full=4096)
+big_dtype = dlcourse.config.amp_dtype(device) if amp else torch.float32
+big_A, big_B = (torch.randn(n_big, n_big, device=device, dtype=big_dtype) for _ in range(2))
+best = best_times({**step_fns, "one large matmul": lambda: big_A @ big_B})
+rates = {name: total_flops[name] / best[name] for name in step_fns}
+big_rate = 2 * n_big ** 3 / best["one large matmul"]
+states = {name: dlcourse.memory.model_state_bytes(model, optimizers[name]) for name, model in steppers.items()}
+print_table(["training step", "ms", "GFLOP/s", "of the large matmul's rate", "grads + AdamW state"],
+            [[name, f"{1000 * best[name]:.2f}", f"{rates[name] / 1e9:.1f}", f"{rates[name] / big_rate:.1%}",
+              dlcourse.memory.format_bytes(states[name]["gradients"] + states[name]["optimizer_state"])]
+             for name in step_fns])
+print(f"one ({n_big} x {n_big}) @ ({n_big} x {n_big}) matmul in {str(big_dtype).removeprefix('torch.')}: "
+      f"{1000 * best['one large matmul']:.2f} ms, {big_rate / 1e9:.1f} GFLOP/s")
+print(f"LoRA / full: {flop_ratio:.2f} of the FLOPs, {best[lora_name] / best['full fine-tuning']:.2f} of the "
+      f"time, {lora_f['operations'] / full_f['operations']:.2f} of the operations of forward and backward")
+assert lora_f["operations"] > 1.2 * full_f["operations"], "the adapters add operations while removing FLOPs"
+assert states[lora_name]["gradients"] < 0.5 * states["full fine-tuning"]["gradients"]
+assert states[lora_name]["optimizer_state"] < 0.5 * states["full fine-tuning"]["optimizer_state"]
+
+# %% [markdown]
+# Read the "of the large matmul's rate" column first (FLOPs of the matrix products, from the table above,
+# per second of a whole step). Where a step reaches only a small fraction of the rate this machine manages on
+# one large product, its time is not spent on arithmetic but on the fixed cost of every operation (Python,
+# PyTorch's dispatcher, on a GPU a kernel launch). LoRA's forward and backward passes run *more* operations
+# than full fine-tuning's (the "operations" column of the FLOP table: the adapters' thin products, their
+# gradients, the scaling and the additions), so its step can take as long as the full one, or longer, while
+# doing fewer FLOPs. Its time can follow its FLOPs only where the products are large enough to run near the
+# machine's rate. What LoRA saves at every size is in the last column: no gradients and no AdamW moments for
+# the frozen weights, which on a large model is what lets fine-tuning fit on one GPU at all; and storage.
 #
 # **Loading an adapter** means: build the base model, inject adapters with the same pattern and rank, and
 # load the small file with `strict=False` (the base weights are missing from it, on purpose). The rebuilt
@@ -746,40 +906,34 @@ print("merge_and_unload gives a plain GPT that computes what the adapted model c
 # is not exact in floating point); keep the pretrained file if you need it bit for bit.
 #
 # How much does merging save? Forward passes of the pretrained, the unmerged and the merged model on the same
-# batch, taking turns, best of several runs each:
+# batch: their operations and FLOPs counted as in section 5, and their time, taking turns, best of several
+# runs each.
 
 # %%
-def best_times(fns: dict, repeats: int = cfg.pick(smoke=5, small=20, full=20)) -> dict[str, float]:
-    """The shortest of ``repeats`` runs of each function, in seconds. The functions take turns, so a busy
-    moment of the machine slows all of them alike; on a GPU we wait for the queued work before reading the
-    clock."""
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
-    return {name: min(ts) for name, ts in times.items()}
-
-
 X = torch.stack([doc_val[i % len(doc_val)][0] for i in range(64)]).to(device)   # (64, block_size)
 unmerged_model = copy.deepcopy(adapted[lora_label])
 merged_model = merge_and_unload(copy.deepcopy(adapted[lora_label]))
+forwards = {"pretrained": lambda: gpt(X), "LoRA, unmerged": lambda: unmerged_model(X),
+            "LoRA, merged": lambda: merged_model(X)}
+counts = {}
 with torch.no_grad():
-    timings = best_times({"pretrained": lambda: gpt(X), "LoRA, unmerged": lambda: unmerged_model(X),
-                          "LoRA, merged": lambda: merged_model(X)})
-print_table(["model", "forward ms (batch of 64)", "relative"],
-            [[name, f"{1000 * t:.2f}", f"{t / timings['pretrained']:.2f}×"] for name, t in timings.items()])
+    for name, forward in forwards.items():
+        with OpCounter() as counter, FlopCounterMode(display=False) as flop_counter:
+            forward()
+        counts[name] = (counter.count, flop_counter.get_total_flops())
+    timings = best_times(forwards)
+print_table(["model", "operations", "GFLOP", "forward ms (batch of 64)", "time relative to pretrained"],
+            [[name, counts[name][0], f"{counts[name][1] / 1e9:.4f}", f"{1000 * t:.2f}",
+              f"{t / timings['pretrained']:.2f}×"] for name, t in timings.items()])
+assert counts["LoRA, merged"] == counts["pretrained"], "merged: the very same operations and FLOPs"
+assert all(u > p for u, p in zip(counts["LoRA, unmerged"], counts["pretrained"])), "unmerged: more of both"
 
 # %% [markdown]
-# The merged model is the pretrained architecture with different numbers in it, so it runs at the same speed;
-# the unmerged one pays for the extra thin matrix products. On a GPU the relative overhead of unmerged
-# adapters is expected to be similar or larger for small batches, where every extra kernel launch counts.
-# Keeping adapters *unmerged* has a use too: one copy of the base model in memory can serve many adapters,
+# The merged model is the pretrained architecture with different numbers in it: the same operations and the
+# same FLOPs (asserted above), so any difference in its time is measurement noise. The unmerged one runs
+# extra operations and FLOPs for its thin products; how much time they cost depends, as for the training
+# steps of section 5, on whether the per-operation overhead or the arithmetic dominates at this size. Keeping
+# adapters *unmerged* has a use too: one copy of the base model in memory can serve many adapters,
 # switching between tasks per request.
 #
 # ## 7. The same with `peft`
@@ -910,10 +1064,14 @@ print_table(["file", "KiB"], [[name, f"{size / 1024:.1f}"] for name, size in siz
 # - Adapters go in **by module name**: match `named_modules()` names against a pattern and replace the
 #   `nn.Linear` in its parent; walk over a list taken before changing the model.
 # - On the documentation task LoRA came close to full fine-tuning with a small fraction of the trainable
-#   parameters and a checkpoint a fraction of the size (measured above); a LoRA step costs about as much
-#   compute as a full one, the savings are in memory and storage.
-# - **Merging** folds the update into the weights (same speed as the base model); **unmerging** restores the
-#   base up to rounding; `merge_and_unload` gives back the plain architecture.
+#   parameters and a checkpoint a fraction of the size (measured above).
+# - A LoRA step skips the weight-gradient products of the frozen weights: per frozen weight and token 4
+#   instead of 6 FLOPs, so towards $\frac{2}{3}$ of a full step's matrix products plus the adapters' own
+#   (counted with `FlopCounterMode`), and AdamW updates only the adapters. On a model this small the time per
+#   step does not follow, because per-operation overhead dominates and the adapters add operations; gradient
+#   and optimizer memory shrink at every size.
+# - **Merging** folds the update into the weights (the same operations and FLOPs as the base model);
+#   **unmerging** restores the base up to rounding; `merge_and_unload` gives back the plain architecture.
 # - `peft` computes exactly what our `LoRALinear` computes given the same A and B; mind how it matches names.
 
 # %%
