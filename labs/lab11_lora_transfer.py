@@ -19,7 +19,8 @@
 #   initialised to zero so that the adapted layer starts equal to the base;
 # - merge the update into the weights for inference, and unmerge it to get the base weights back;
 # - replace the layers of a model that match a name pattern;
-# - freeze everything except the adapters, and count trainable and total parameters correctly.
+# - freeze everything except the adapters, and count trainable and total parameters correctly;
+# - predict the FLOPs of a LoRA layer's training step, and measure them with `FlopCounterMode`.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
@@ -27,9 +28,10 @@
 # them, and some extra hidden tests. `dlcourse check labs/lab11_lora_transfer.ipynb` tells you what passes.
 # Each exercise is graded on its own: a later one never calls your answer to an earlier one.
 #
-# **Time.** About 45–75 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
+# **Time.** About 55–85 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
 #
-# **Points.** 10 in all: `LoRALinear` 3, merge and unmerge 2, injection by name 3, freezing and counting 2.
+# **Points.** 12 in all: `LoRALinear` 3, merge and unmerge 2, injection by name 3, freezing and counting 2,
+# predicting the FLOPs of a step 2.
 #
 # **Notation.** A linear layer computes $y = W_0 x + b$ with $W_0$ of shape (out, in). LoRA adds
 # $\frac{\alpha}{r} B A x$ with $A$ of shape (r, in) and $B$ of shape (out, r); r is the rank, alpha a scale.
@@ -50,9 +52,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import dlcourse
-from dlcourse.grading.checks import check_close, check_equal
+from dlcourse.grading.checks import check_close, check_equal, check_prediction, forbid
 from dlcourse.models import GPT
 
 cfg = dlcourse.setup(seed=0)
@@ -77,18 +80,17 @@ def seeded_tensors(seed: int, *shapes: tuple[int, ...], dtype=torch.float32) -> 
 # Write a module that wraps a pretrained `nn.Linear` called `base` and computes
 # $$y = \text{base}(x) + \frac{\alpha}{r}\, B A\, \text{dropout}(x).$$
 #
-# In `__init__(self, base, r, alpha, dropout=0.0)`:
-# - keep the layer as `self.base` and **freeze** it: none of its parameters may require gradients;
-# - `self.lora_A`: an `nn.Parameter` of shape `(r, base.in_features)`, initialised like `nn.Linear`'s weights
-#   with `nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))`;
-# - `self.lora_B`: an `nn.Parameter` of shape `(base.out_features, r)`, initialised to **zeros**, so that
-#   $BA = 0$ and the new layer starts equal to `base`;
-# - both with the dtype and device of `base.weight`;
-# - `self.scaling = alpha / r` and `self.dropout = nn.Dropout(dropout)`.
-#
-# In `forward(x)` for `x` of shape `(..., in_features)`: apply the dropout to the input of the low-rank branch
-# only (the frozen path sees `x` as it is), and compute the branch as `x @ A.T @ B.T` (two thin products;
-# never form the (out, in) matrix `B @ A` here). Return shape `(..., out_features)`.
+# What the tests require of `LoRALinear(base, r, alpha, dropout=0.0)`:
+# - `self.base` is the layer it was given, **frozen**: none of its parameters requires gradients; the only
+#   trainable parameters are `self.lora_A` (shape `(r, base.in_features)`) and `self.lora_B` (shape
+#   `(base.out_features, r)`), with the dtype and device of `base.weight`;
+# - a new layer computes exactly what `base` computes: $B$ starts at zero, while $A$ starts random,
+#   distributed like the weights of a fresh `nn.Linear` with the same `in_features`;
+# - `self.scaling` is `alpha / r`;
+# - the dropout (an `nn.Dropout` module, so that it is off in eval mode) acts on the input of the low-rank
+#   branch only: the frozen path always sees `x` as it is;
+# - `forward` accepts `x` of shape `(..., in_features)`, returns `(..., out_features)`, and never forms the
+#   (out, in) matrix $BA$: the branch costs two thin products.
 
 # %% nbgrader={"grade": false, "grade_id": "lora-answer", "locked": false, "schema_version": 3, "solution": true}
 class LoRALinear(nn.Module):
@@ -192,15 +194,12 @@ print("merge and unmerge: visible tests passed")
 # has a dotted name (`model.named_modules()`); the `GPT` of `dlcourse.models` has, for example,
 # `blocks.0.attn.qkv`, `blocks.0.attn.out`, `blocks.0.mlp.0`, `blocks.0.mlp.2`, ..., `head`.
 #
-# Write `inject(model, pattern, make_adapter)`: for every module that is an `nn.Linear` **and** whose full
-# name matches the regular expression `pattern` with `re.fullmatch` (the whole name must match), replace it in
-# its parent by `make_adapter(linear)`. Return the list of replaced names, in the order of `named_modules()`;
-# an empty list when nothing matches. Change the model in place.
-#
-# Hints: `name.rpartition(".")` splits `"blocks.0.attn.qkv"` into the parent's name `"blocks.0.attn"` and the
-# child's `"qkv"`; `model.get_submodule(parent_name)` finds the parent (`""` is the model itself); and
-# `setattr(parent, child_name, new_module)` replaces the child, also in an `nn.Sequential` (child `"0"`).
-# Take a `list(...)` of the modules before you change anything.
+# Write `inject(model, pattern, make_adapter)`: every module that is an `nn.Linear` **and** whose full
+# name matches the regular expression `pattern` as a whole (`re.fullmatch`) is replaced, in place, by
+# `make_adapter(linear)`, so that afterwards `model.get_submodule(name)` is the adapter wrapping that very
+# layer. This must work at any depth, inside an `nn.Sequential` (children named `"0"`, `"1"`, ...) and for a
+# layer of the model itself (`head`). Layers that `make_adapter` creates are never replaced in turn. Return the
+# replaced names in the order of `named_modules()`; an empty list when nothing matches.
 
 # %% nbgrader={"grade": false, "grade_id": "inject-answer", "locked": false, "schema_version": 3, "solution": true}
 def inject(model: nn.Module, pattern: str, make_adapter: Callable[[nn.Linear], nn.Module]) -> list[str]:
@@ -322,6 +321,79 @@ check_equal("count_parameters: (trainable, total)", _counts,
 print("freezing and counting: visible tests passed")
 
 
+# %% [markdown] nbgrader={"grade": false, "grade_id": "flops-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# ## Exercise 5: predict the compute of a training step, then measure it (2 points)
+#
+# Notebook 11 counted the FLOPs of whole training steps. Here you predict them for one layer, on paper, before
+# `torch.utils.flop_counter.FlopCounterMode` measures them. The set-up: `n_tokens` rows `x` of shape
+# `(n_tokens, d_in)` go through one layer without bias, the output is reduced to a loss, and autograd runs the
+# backward pass, computing every gradient it needs and no other.
+#
+# - `r == 0`, **full fine-tuning**: $y = x W^\top$ with a trainable $W$ of shape `(d_out, d_in)`.
+# - `r > 0`, **LoRA**: $y = x W^\top + s\,(x A^\top) B^\top$ with $W$ frozen and trainable $A$ `(r, d_in)` and
+#   $B$ `(d_out, r)`, the products evaluated in that order (as your `LoRALinear` does); $s$ is a number.
+# - `input_grad`: whether `x` requires a gradient. It does for every layer with trainable layers before it; it
+#   does not for the first layer of a LoRA model, whose input comes from frozen embeddings.
+#
+# Count the FLOPs of the matrix products of the forward and the backward pass together, as `FlopCounterMode`
+# does: a product of an (a × b) by a (b × c) matrix costs $2abc$ (a multiply and an add each); elementwise
+# work (the scaling, additions, the loss) counts nothing. Write `step_flops(n_tokens, d_in, d_out, r,
+# input_grad)` returning the count as an `int`. **Tolerance:** within 1 % of the measured count, for the
+# arguments below and for others the grader tries. `FlopCounterMode` is switched off while your function runs.
+
+# %% nbgrader={"grade": false, "grade_id": "flops-answer", "locked": false, "schema_version": 3, "solution": true}
+def step_flops(n_tokens: int, d_in: int, d_out: int, r: int = 0, input_grad: bool = True) -> int:
+    """Matrix-product FLOPs of one forward and backward pass of a linear layer: full (r == 0) or LoRA (r > 0)."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% nbgrader={"grade": true, "grade_id": "flops-tests", "locked": true, "points": 2, "schema_version": 3, "solution": false} editable=false deletable=false
+NO_FLOP_COUNTER = "work it out on paper: FlopCounterMode is switched off while step_flops runs"
+
+
+def _predicted(*args):
+    with forbid(((FlopCounterMode, "__enter__"),), NO_FLOP_COUNTER):
+        return step_flops(*args)
+
+
+def _measured(n_tokens, d_in, d_out, r=0, input_grad=True):
+    """FlopCounterMode's count for one forward and backward pass, on meta tensors (shapes only, no arithmetic)."""
+    x = torch.empty(n_tokens, d_in, device="meta", requires_grad=input_grad)
+    W = torch.empty(d_out, d_in, device="meta", requires_grad=r == 0)
+    with FlopCounterMode(display=False) as counter:
+        y = x @ W.T
+        if r:
+            A = torch.empty(r, d_in, device="meta", requires_grad=True)
+            B = torch.empty(d_out, r, device="meta", requires_grad=True)
+            y = y + 2.0 * (x @ A.T @ B.T)
+        y.sum().backward()
+    return counter.get_total_flops()
+
+
+check_prediction("full fine-tuning: 64 tokens, 32 -> 48", _predicted(64, 32, 48, 0, True),
+                 expected=_measured(64, 32, 48, 0, True), rtol=0.01,
+                 hint="the backward pass of y = x W^T has two products the size of the forward one")
+check_prediction("LoRA r = 4: 64 tokens, 32 -> 48, x needs a gradient", _predicted(64, 32, 48, 4, True),
+                 expected=_measured(64, 32, 48, 4, True), rtol=0.01,
+                 hint="a frozen W needs no gradient of its own; the gradient still flows through x W^T to x, and "
+                      "the branch's two thin products have a backward pass too")
+check_prediction("LoRA r = 4: 64 tokens, 32 -> 48, the first layer (x needs no gradient)",
+                 _predicted(64, 32, 48, 4, False), expected=_measured(64, 32, 48, 4, False), rtol=0.01,
+                 hint="without input_grad, no product computes dL/dx; dL/dA still needs the gradient of x A^T")
+print("step_flops: visible tests passed")
+
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "flops-at-scale", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# How does the saving grow with the layer? For square layers with LoRA of rank 8 on 64 tokens, the measured
+# count of a LoRA step as a fraction of full fine-tuning's (a layer in the middle of a model: `input_grad`):
+
+# %% nbgrader={"grade": false, "grade_id": "flops-at-scale-print", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+for _d in (64, 256, 1024, 4096):
+    print(f"{_d:>5} x {_d:<5} r = 8: LoRA / full = "
+          f"{_measured(64, _d, _d, 8, True) / _measured(64, _d, _d, 0, True):.3f}")
+# 2/3 in the limit: per frozen weight and token, 2 (forward) + 2 (dL/dx) FLOPs instead of 2 + 2 + 2 (dL/dW)
+
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Summary
 #
@@ -332,6 +404,8 @@ print("freezing and counting: visible tests passed")
 # - Adapters go in by module name: match whole dotted names with `re.fullmatch`, replace only `nn.Linear`
 #   layers, in their parent, from a list taken before changing the model.
 # - Freeze by name, then count with `model.parameters()`: shared parameters once, buffers never.
+# - A LoRA step skips the weight gradients of the frozen weights: per frozen weight and token 4 FLOPs instead
+#   of 6, so towards $\frac{2}{3}$ of full fine-tuning's products, plus the adapters' own thin products.
 #
 # ## Further exercises (not graded)
 #

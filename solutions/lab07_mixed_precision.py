@@ -19,17 +19,18 @@
 # - count the gradients that flush to zero or overflow in a 16-bit format, and choose a loss scale;
 # - implement dynamic loss scaling (scale, unscale, inf/NaN check, skipped step, backoff, growth) that behaves
 #   exactly like `torch.amp.GradScaler`;
-# - write a device-agnostic `torch.autocast` training step, with or without a `GradScaler`.
+# - write a device-agnostic `torch.autocast` training step, with or without a `GradScaler`;
+# - predict how much activation memory autocast saves, and measure it.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
 # it: it passes when it finishes without an error. Don't edit the test cells; the grader runs its own copy of
 # them, and some extra hidden tests. `dlcourse check labs/lab07_mixed_precision.ipynb` tells you what passes.
 #
-# **Time.** About 60–90 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
+# **Time.** About 70–100 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
 #
-# **Points.** 10 in all: float formats 2, underflow and overflow 2, dynamic loss scaler 3, autocast training
-# step 3.
+# **Points.** 12 in all: float formats 2, underflow and overflow 2, dynamic loss scaler 3, autocast training
+# step 3, predicting the memory autocast saves 2.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
 import importlib.util
@@ -47,8 +48,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import dlcourse
-
-from dlcourse.grading.checks import check_close, check_equal, forbid
+import dlcourse.memory
+from dlcourse.grading.checks import check_close, check_equal, check_prediction, forbid
 
 cfg = dlcourse.setup(seed=0)
 # Tests of from-scratch code switch the library versions off while they call yours.
@@ -63,18 +64,18 @@ NO_GRAD_SCALER = ("write the scaler yourself: torch.amp.GradScaler and its inter
 # %% [markdown] nbgrader={"grade": false, "grade_id": "formats-instructions", "locked": true, "schema_version": 3, "solution": false}
 # ## Exercise 1: a float format from its bit layout (2 points)
 #
-# A binary float with $e$ exponent bits and $m$ mantissa bits has the exponent bias $b = 2^{e-1} - 1$. The
-# all-ones exponent is reserved (infinity, NaN), the all-zeros exponent holds zero and the subnormals. So:
+# A binary float with $e$ exponent bits and $m$ mantissa bits stores a sign, an exponent field $E$ (an
+# unsigned integer of $e$ bits) and a fraction $f$ of $m$ bits, with the exponent bias $b = 2^{e-1} - 1$:
 #
-# - the largest finite value has the largest usable exponent, $b$, and all $m$ fraction bits set:
-#   $(2 - 2^{-m}) \cdot 2^{b}$;
-# - the smallest (positive) normal value is $1.0 \times 2^{1-b}$;
-# - the smallest subnormal value is $0.0\ldots01 \times 2^{1-b} = 2^{1-b-m}$;
-# - machine epsilon, the distance from 1 to the next larger number, is $2^{-m}$.
+# - $E$ all ones is reserved for infinity and NaN;
+# - $1 \le E \le 2^e - 2$ encodes the *normal* number $\pm 1.f \times 2^{E - b}$ (binary digits $1.f$);
+# - $E = 0$ encodes zero and the *subnormal* numbers $\pm 0.f \times 2^{1 - b}$.
 #
-# Write `float_format(exp_bits, mantissa_bits)` returning a dict with the keys `"max"`, `"smallest_normal"`,
-# `"smallest_subnormal"` and `"eps"` (Python floats). float16 is `(5, 10)`, bfloat16 `(8, 7)`, float32
-# `(8, 23)`. `torch.finfo` and `np.finfo` are switched off while the tests call your function.
+# From these rules alone, write `float_format(exp_bits, mantissa_bits)` returning a dict of Python floats: the
+# largest finite value `"max"`, the smallest positive normal value `"smallest_normal"`, the smallest positive
+# value of all `"smallest_subnormal"`, and `"eps"`, the distance from 1 to the next larger number. float16
+# is `(5, 10)`, bfloat16 `(8, 7)`, float32 `(8, 23)`. `torch.finfo` and `np.finfo` are switched off while the
+# tests call your function.
 
 # %% nbgrader={"grade": false, "grade_id": "formats-answer", "locked": false, "schema_version": 3, "solution": true}
 def float_format(exp_bits: int, mantissa_bits: int) -> dict[str, float]:
@@ -139,9 +140,8 @@ check_close("float8_e5m2 (5, 2): all four", _limits(5, 2),
 #    but are exactly 0 after the cast (entries that were already 0 do not count), and `"overflowed"`, the
 #    number of entries that are ±inf after the cast. Do not modify `g`.
 # 2. `largest_safe_scale(g, dtype)`: the largest power of two $S = 2^k$, with $k$ an integer from $-64$ to
-#    $64$, for which `(g * S).to(dtype)` contains no infinity. (Try $k$ from 64 downwards, or compute $k$ from
-#    the largest $|g|$ and then check it by casting.) Return it as a Python float. `g` is finite and not all
-#    zero.
+#    $64$, for which `(g * S).to(dtype)` contains no infinity, as a Python float, for any `dtype` that has an
+#    infinity. `g` is finite and not all zero.
 
 # %% nbgrader={"grade": false, "grade_id": "underflow-answer", "locked": false, "schema_version": 3, "solution": true}
 def cast_report(g: torch.Tensor, dtype: torch.dtype, loss_scale: float = 1.0) -> dict[str, int]:
@@ -440,21 +440,21 @@ check_close("default settings: 2**16 start, no growth within 10 steps", _ours(10
 # %% [markdown] nbgrader={"grade": false, "grade_id": "amp-step-instructions", "locked": true, "schema_version": 3, "solution": false}
 # ## Exercise 4: a mixed-precision training step for any device (3 points)
 #
-# Write `amp_train_step(model, optimizer, X, y, dtype, scaler=None)`, one training step that works on any
-# device:
+# Write `amp_train_step(model, optimizer, X, y, dtype, scaler=None)`: one training step with the
+# cross-entropy loss on the batch `(X, y)`, in mixed precision, on whatever device `X` is on. It must
 #
-# - run the forward pass **and** `F.cross_entropy` inside `torch.autocast(device_type=X.device.type,
-#   dtype=dtype)`; when `dtype` is `torch.float32`, run without autocast (pass `enabled=False`);
-# - clear the gradients, then backpropagate *outside* the autocast block;
-# - with a `scaler` (a `torch.amp.GradScaler`): `scaler.scale(loss).backward()`, `scaler.step(optimizer)`,
-#   `scaler.update()`; without one: `loss.backward()` and `optimizer.step()`;
-# - return the (unscaled) loss as a Python float.
+# - compute the forward pass and the loss under `torch.autocast` in `dtype` on `X`'s device, and with no
+#   autocast at all when `dtype` is `torch.float32`;
+# - keep the weights float32 (never convert the model: autocast casts per operation);
+# - with a `scaler` (a `torch.amp.GradScaler`), let the scaler do its job: gradients of the scaled loss, a step
+#   that is skipped when they overflow, the scale updated; without one, plain backpropagation and a step;
+# - make exactly one optimizer step per call, from fresh gradients, and return the unscaled loss as a
+#   Python float.
 #
-# Never convert the model (`model.half()`, `model.to(torch.bfloat16)`): the weights stay float32. The device
-# comes from the data (`X.device.type`), so the same function runs bfloat16 on a CPU or a recent GPU, and
-# float16 with a `GradScaler` on a GPU without bfloat16 tensor cores (`dlcourse.config.amp_dtype` picks). The
-# tests train an MLP on the digits with your step (bfloat16 on the CPU; hidden: float16 with a `GradScaler`,
-# and float32) and compare with `dlcourse.fit(..., amp=True)` on the same batches.
+# The same function then runs bfloat16 on a CPU or a recent GPU, and float16 with a `GradScaler` on a GPU
+# without bfloat16 tensor cores (`dlcourse.config.amp_dtype` picks). The tests train an MLP on the digits
+# with your step (bfloat16 on the CPU; hidden: float16 with a `GradScaler`, and float32) and compare with
+# `dlcourse.fit(..., amp=True)` on the same batches.
 
 # %% nbgrader={"grade": false, "grade_id": "amp-step-answer", "locked": false, "schema_version": 3, "solution": true}
 def amp_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor,
@@ -549,6 +549,100 @@ check_close("float32: no autocast, same as dlcourse.fit without amp", [_fp32[0][
 check_equal("returns a Python float", type(_first).__name__, expected="float", hint="return loss.item()")
 ### END HIDDEN TESTS
 
+# %% [markdown] nbgrader={"grade": false, "grade_id": "memory-instructions", "locked": true, "schema_version": 3, "solution": false}
+# ## Exercise 5: predict the activation memory autocast saves, then measure it (2 points)
+#
+# 16-bit numbers take half the bytes of float32 ones, so autocast is often said to halve activation memory.
+# Predict what it really saves for an MLP, before measuring.
+#
+# The model is `dlcourse.models.mlp(in_features, hidden, num_classes)`: `nn.Linear` layers (with bias) of
+# sizes `in_features -> hidden[0] -> ... -> hidden[-1] -> num_classes`, each but the last followed by
+# `nn.ReLU`. A float32 batch `X` of shape `(batch_size, in_features)`, which requires no gradient, goes
+# through it once: under `torch.autocast("cpu", dtype=dtype)` for bfloat16 and float16, without autocast for
+# float32. The measurement is `dlcourse.memory.saved_tensor_bytes(lambda: model(X),
+# exclude=model.parameters())`: the bytes of the distinct tensors autograd keeps for the backward pass, not
+# counting the model's own parameters (a 16-bit copy of a parameter is another tensor, and counts).
+#
+# Write `autocast_saved_bytes(batch_size, in_features, hidden, num_classes, dtype)` for `dtype` float32,
+# bfloat16 or float16, returning an `int`. Think about what each layer's backward pass needs, in which dtype
+# it exists, whether two layers keep the same tensor, and which gradients the backward pass computes at all.
+# **Tolerance:** within 2 % of the measured bytes, for the arguments below and for others the grader tries.
+# `dlcourse.memory` and autograd's saved-tensor hooks are switched off while your function runs.
+
+# %% nbgrader={"grade": false, "grade_id": "memory-answer", "locked": false, "schema_version": 3, "solution": true}
+def autocast_saved_bytes(batch_size: int, in_features: int, hidden: list, num_classes: int,
+                         dtype: torch.dtype) -> int:
+    """Bytes autograd saves for backward in the forward pass of the MLP under autocast in ``dtype``."""
+    ### BEGIN SOLUTION
+    size = 4 if dtype == torch.float32 else 2
+    # each Linear keeps its input (the first one: X, cast by autocast; the others: the ReLU's output, which the
+    # ReLU keeps too, the same tensor): batch_size x width elements of the compute dtype
+    activations = size * batch_size * (in_features + sum(hidden))
+    if dtype == torch.float32:
+        return activations                     # the weights it keeps are the parameters themselves
+    # under autocast a Linear also keeps the 16-bit copy of its weight, but only where the gradient of its
+    # input is needed: not in the first layer, whose input X needs no gradient
+    widths = list(hidden) + [num_classes]
+    return activations + size * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "memory-tests", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+MEASURING = ((dlcourse.memory, "saved_tensor_bytes"), (dlcourse.memory, "saved_tensors"),
+             (torch.autograd.graph.saved_tensors_hooks, "__enter__"))
+NO_MEASURING = "work it out from the sizes: the memory measurements are switched off while your function runs"
+
+
+def _predicted(*args):
+    with forbid(MEASURING, NO_MEASURING):
+        return autocast_saved_bytes(*args)
+
+
+def _measured(batch_size, in_features, hidden, num_classes, dtype):
+    """What autograd saves in the MLP's forward pass under autocast in dtype (float32: no autocast)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = dlcourse.models.mlp(in_features, hidden, num_classes)
+        X = torch.randn(batch_size, in_features)
+
+    def forward():
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            return model(X)
+    return dlcourse.memory.saved_tensor_bytes(forward, exclude=model.parameters())
+
+
+check_prediction("float32: 32 examples, 20 -> [64, 48] -> 10", _predicted(32, 20, [64, 48], 10, torch.float32),
+                 expected=_measured(32, 20, [64, 48], 10, torch.float32), rtol=0.02,
+                 hint="a Linear keeps its input for the gradient of its weight, a ReLU its output; count a tensor "
+                      "two layers keep once")
+check_prediction("bfloat16 autocast: the same MLP and batch", _predicted(32, 20, [64, 48], 10, torch.bfloat16),
+                 expected=_measured(32, 20, [64, 48], 10, torch.bfloat16), rtol=0.02,
+                 hint="autocast hands each Linear 16-bit copies of its input and of its weight; the copy of a weight "
+                      "is a new tensor, kept where the backward pass needs it")
+print("autocast_saved_bytes: visible tests passed")
+
+### BEGIN HIDDEN TESTS
+check_prediction("bfloat16, one example: 1, 100 -> [200] -> 10", _predicted(1, 100, [200], 10, torch.bfloat16),
+                 expected=_measured(1, 100, [200], 10, torch.bfloat16), rtol=0.02,
+                 hint="with one example the weight copies dominate")
+check_prediction("float16, three hidden layers: 7, 9 -> [30, 20, 10] -> 5",
+                 _predicted(7, 9, [30, 20, 10], 5, torch.float16),
+                 expected=_measured(7, 9, [30, 20, 10], 5, torch.float16), rtol=0.02,
+                 hint="float16 and bfloat16 both take 2 bytes a number")
+check_prediction("bfloat16, a large batch: 512, 64 -> [128] -> 10", _predicted(512, 64, [128], 10, torch.bfloat16),
+                 expected=_measured(512, 64, [128], 10, torch.bfloat16), rtol=0.02,
+                 hint="the first layer's input X is kept as a 16-bit copy")
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "memory-by-batch", "locked": true, "schema_version": 3, "solution": false}
+# When does autocast come close to halving the activations? The measured ratio, bfloat16 / float32, for the
+# MLP of the visible tests at growing batch sizes:
+
+# %% nbgrader={"grade": false, "grade_id": "memory-by-batch-print", "locked": true, "schema_version": 3, "solution": false}
+for _batch in (1, 32, 1024, 8192):
+    print(f"batch {_batch:>5}: bfloat16 / float32 = "
+          f"{_measured(_batch, 20, [64, 48], 10, torch.bfloat16) / _measured(_batch, 20, [64, 48], 10, torch.float32):.2f}")
+
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false}
 # ## Summary
 #
@@ -559,6 +653,8 @@ check_equal("returns a Python float", type(_first).__name__, expected="float", h
 #   of good steps. Written from scratch, it reproduces `torch.amp.GradScaler` step for step.
 # - A mixed-precision step: forward and loss under `torch.autocast`, backward and step outside it, with a
 #   `GradScaler` for float16; the weights stay float32.
+# - Autocast halves the activations a layer keeps only when they outweigh the 16-bit weight copies it keeps
+#   too: with small batches it saves little.
 #
 # ## Further exercises (not graded)
 #

@@ -1,4 +1,4 @@
-"""Plausible mistakes in lab 07 and the exact total each must score (out of 10), for tests/test_labs.py.
+"""Plausible mistakes in lab 07 and the exact total each must score (out of 12), for tests/test_labs.py.
 
 Each entry: ({answer grade_id: wrong source}, expected total). Answers not named come from the solution. Points
 are split over a test cell's checks by weight, so totals can be fractional (the grader rounds to 6 decimals).
@@ -121,6 +121,20 @@ def amp_train_step(model, optimizer, X, y, dtype=torch.bfloat16, scaler=None):
     optimizer.step()
     return loss.item()"""
 
+HALF_OF_FLOAT32 = """\
+def autocast_saved_bytes(batch_size, in_features, hidden, num_classes, dtype):
+    size = 4 if dtype == torch.float32 else 2
+    return size * batch_size * (in_features + sum(hidden))   # "autocast halves it": forgets the weight copies"""
+
+EVERY_WEIGHT_COPY = """\
+def autocast_saved_bytes(batch_size, in_features, hidden, num_classes, dtype):
+    size = 4 if dtype == torch.float32 else 2
+    activations = size * batch_size * (in_features + sum(hidden))
+    if dtype == torch.float32:
+        return activations
+    widths = [in_features] + list(hidden) + [num_classes]   # counts the first layer's weight copy too
+    return activations + size * sum(a * b for a, b in zip(widths[:-1], widths[1:]))"""
+
 MISTAKES = [
     # formats-tests 0 of 2: every check involves max, the smallest normal or the smallest subnormal, which all
     # depend on the bias.
@@ -128,8 +142,11 @@ MISTAKES = [
     # as flushed fails "float16 and bfloat16, loss scale 1" (2), "loss scales 2**16 and 2**30" (1), "a real MLP's
     # weight gradient" (1: pixels that are always 0 give zero gradients) and "zeros never flush" (1); the
     # unchanged input and the three largest_safe_scale checks pass (5 of 10) -> 1.
-    # 10 - 2 - 1 = 7.
-    ({"formats-answer": BIAS_OFF_BY_ONE, "underflow-answer": ZEROS_COUNT_AS_FLUSHED}, 7),
+    # memory-tests 0.8 of 2: of its five checks (weight 1 each), "halving" passes float32 and the large batch
+    # (512 examples: the weight copies are 1.3 % of the bytes, inside the 2 % tolerance) -> 2 of 5.
+    # 12 - 2 - 1 - 1.2 = 7.8.
+    ({"formats-answer": BIAS_OFF_BY_ONE, "underflow-answer": ZEROS_COUNT_AS_FLUSHED,
+      "memory-answer": HALF_OF_FLOAT32}, 7.8),
     # scaler-tests 1.5 of 3: of its checks (weights 1+1+2+1+2 visible, 2+1+1+1 hidden = 12), without the reset the
     # scale grows too early after an overflow: "the scale before each of 40 steps" (2), "other settings" (2),
     # "a frozen layer" (1) and "unscale_ called before step" (1) fail. The skipped steps and the weights still
@@ -138,14 +155,16 @@ MISTAKES = [
     # amp-step-tests 2.1 of 3: of its checks (weights 1+1+2+1 visible, 2+1+1+1 hidden = 10), ignoring the scaler
     # fails "float16 with a GradScaler" (2: unscaled float16 gradients lose their smallest values, so the weights
     # differ from fit's) and "a scale so large that float16 overflows" (1: the step is not skipped) -> 7 of 10.
-    # 10 - 1.5 - 0.9 = 7.6.
-    ({"scaler-answer": NO_RESET_ON_OVERFLOW, "amp-step-answer": SCALER_IGNORED}, 7.6),
+    # 12 - 1.5 - 0.9 = 9.6.
+    ({"scaler-answer": NO_RESET_ON_OVERFLOW, "amp-step-answer": SCALER_IGNORED}, 9.6),
     # scaler-tests 0.5 of 3: only "get_scale() starts at init_scale" (1) and "unscale_ divides" (1) pass; every run
-    # has a planted inf or NaN, steps on it and ends with NaN weights: 2 of 12 -> 0.5. 10 - 2.5 = 7.5.
-    ({"scaler-answer": NEVER_SKIPS}, 7.5),
+    # has a planted inf or NaN, steps on it and ends with NaN weights: 2 of 12 -> 0.5.
+    # memory-tests 0.4 of 2: counting the first layer's weight copy (its input X needs no gradient, so autograd
+    # keeps no copy) passes float32 only, 8 % or more off in every 16-bit case -> 1 of 5. 12 - 2.5 - 1.6 = 7.9.
+    ({"scaler-answer": NEVER_SKIPS, "memory-answer": EVERY_WEIGHT_COPY}, 7.9),
     # amp-step-tests 0.6 of 3: converting the model passes only "float32: no autocast" (1: model.to(float32) changes
     # nothing) and "returns a Python float" (1): the bfloat16 loss and weights differ from autocast's, the
     # parameters are no longer float32, and float16 without the scaler neither matches fit nor skips: 2 of 10.
-    # 10 - 2.4 = 7.6.
-    ({"amp-step-answer": PURE_BFLOAT16}, 7.6),
+    # 12 - 2.4 = 9.6.
+    ({"amp-step-answer": PURE_BFLOAT16}, 9.6),
 ]

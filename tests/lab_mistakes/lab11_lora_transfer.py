@@ -1,4 +1,4 @@
-"""Plausible mistakes in lab 11 and the exact total each must score (out of 10), for tests/test_labs.py.
+"""Plausible mistakes in lab 11 and the exact total each must score (out of 12), for tests/test_labs.py.
 
 Each entry: ({answer grade_id: wrong source}, expected total). Answers not named come from the solution.
 A test cell's points are split over its checks by weight, so a mistake can lose part of a cell's points.
@@ -11,6 +11,8 @@ Check weights per test cell:
 - inject-tests (3 points): visible names 1, wrapped 1, same layer 1, logits 1, Sequential and head 1; hidden
   fullmatch 1, Linear only 1, twelve blocks 1, non-linear pattern 1 -> 9.
 - count-tests (2 points): visible trainable names 1, counts 1; hidden tied 1, buffers 1, twice 1 -> 5.
+- flops-tests (2 points): visible full 1, LoRA 1, LoRA first layer 1; hidden full first layer 1, LoRA
+  rectangular 1, LoRA first layer 1 -> 6.
 """
 
 NO_SCALING = '''\
@@ -109,30 +111,49 @@ def count_parameters(model):
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)'''
 
+LORA_COSTS_A_FULL_STEP = '''\
+def step_flops(n_tokens, d_in, d_out, r=0, input_grad=True):
+    flops = 3 * 2 * n_tokens * d_in * d_out          # forward, dL/dx and dL/dW, even for a frozen W
+    if r:
+        flops += 3 * 2 * n_tokens * r * (d_in + d_out)   # and the same rule for the adapter
+    return flops'''
+
+ALWAYS_INPUT_GRAD = '''\
+def step_flops(n_tokens, d_in, d_out, r=0, input_grad=True):
+    n = n_tokens
+    flops = 2 * 2 * n * d_in * d_out                 # forward and dL/dx, whether x needs a gradient or not
+    if r == 0:
+        return flops + 2 * n * d_in * d_out
+    return flops + 2 * n * r * (d_in + d_out) + 4 * n * r * d_out + 4 * n * r * d_in'''
+
 MISTAKES = [
     # lora-tests: without alpha / r the init checks pass, the formula (2) fails; hidden: the (B, T, in) case and
     # the gradients use alpha = r (scaling 1) and pass, eval mode (scaling 2) and float64 (0.5) fail -> 8/12.
     # inject-tests: re.search passes all visible checks; hidden: "qkv|head" picks every qkv too, and
     # r"blocks\.1" picks the linear layers of blocks 1, 10 and 11 -> 7/9.
     ({"lora-answer": NO_SCALING, "inject-answer": INJECT_WITH_SEARCH},
-     10 - 3 * (1 - 8 / 12) - 3 * (1 - 7 / 9)),
+     12 - 3 * (1 - 8 / 12) - 3 * (1 - 7 / 9)),
     # merge-tests: merging in place computes the right output (2) and unmerge restores W0 (1); "base unchanged"
     # fails; hidden: both float64 checks pass, the trainable-leaf check sees the base changed -> 5/7.
-    ({"merge-answer": MERGE_IN_PLACE}, 10 - 2 * (1 - 5 / 7)),
+    # flops-tests: charging LoRA for the frozen weight's gradient (and full fine-tuning for dL/dx of a first
+    # layer) passes only the visible full fine-tuning case -> 1/6.
+    ({"merge-answer": MERGE_IN_PLACE, "flops-answer": LORA_COSTS_A_FULL_STEP},
+     12 - 2 * (1 - 5 / 7) - 2 * (1 - 1 / 6)),
     # lora-tests: swapped init fails "B starts at zero" and "A is random" (10/12 left).
     # count-tests: counting the state_dict adds BatchNorm buffers and counts tied weights twice: only the
     # trainable names pass -> 1/5.
-    ({"lora-answer": SWAPPED_INIT, "count-answer": COUNT_STATE_DICT}, 10 - 3 * (2 / 12) - 2 * (4 / 5)),
+    ({"lora-answer": SWAPPED_INIT, "count-answer": COUNT_STATE_DICT}, 12 - 3 * (2 / 12) - 2 * (4 / 5)),
     # merge-tests: a fresh random bias fails the formula (2) and unmerge(merge) (1); only "base unchanged"
     # passes; hidden: the float64 layer gets a float32 weight and a bias -> the first hidden check raises, the
     # rest are not reached -> 1/7.
-    ({"merge-answer": MERGE_FORGETS_BIAS}, 10 - 2 * (1 - 1 / 7)),
+    ({"merge-answer": MERGE_FORGETS_BIAS}, 12 - 2 * (1 - 1 / 7)),
     # inject-tests: replacing containers, activations and LayerNorms too: the first four visible checks pass
     # (that pattern matches linear layers only), but r"blocks\.1\.mlp\.\d|head" also wraps the GELU mlp.1;
     # hidden: "blocks\.1" replaces a whole block, ".*" wraps containers, block 1's LayerNorms and the
     # embedding are wrapped -> 4/9.
-    ({"inject-answer": INJECT_ANY_MODULE}, 10 - 3 * (1 - 4 / 9)),
+    ({"inject-answer": INJECT_ANY_MODULE}, 12 - 3 * (1 - 4 / 9)),
     # count-tests: not freezing the other parameters fails the trainable names and (through them) the counts;
     # hidden: counting is right for the tied and BatchNorm models, "twice" fails -> 2/5.
-    ({"count-answer": MARK_ONLY_SETS_TRUE}, 10 - 2 * (1 - 2 / 5)),
+    # flops-tests: counting dL/dx for a first layer too passes the three cases where x needs a gradient -> 3/6.
+    ({"count-answer": MARK_ONLY_SETS_TRUE, "flops-answer": ALWAYS_INPUT_GRAD}, 12 - 2 * (1 - 2 / 5) - 2 * (1 - 3 / 6)),
 ]
