@@ -738,12 +738,14 @@ full_f, lora_f = pass_counts["full fine-tuning"], pass_counts[lora_name]
 assert full_f["backward"] >= 2 * full_f["forward"], "full backward: two products per forward product"
 assert lora_f["forward"] > full_f["forward"] and lora_f["backward"] < full_f["backward"]
 flop_ratio = total_flops[lora_name] / total_flops["full fine-tuning"]
-assert 0.6 < flop_ratio < 0.85, "LoRA skips the frozen weights' gradients: about 2/3, plus the adapters"
+# about 2/3 (the frozen weights' forward and dL/dx), more with the adapters' products and (counted on CUDA)
+# attention's, which both methods pay alike
+assert 0.6 < flop_ratio < 0.9, "LoRA skips the frozen weights' gradients: about 2/3, plus the adapters"
 
 # %% [markdown]
 # The LoRA step does fewer FLOPs: its forward pass is slightly larger (the adapters), its backward pass much
-# smaller. The further $r$ is below the layer widths, the closer the ratio gets to $\frac{2}{3}$ (here the
-# model is so narrow that the adapters are not negligible). Does the time per step follow? Time a whole
+# smaller. The further $r$ is below the layer widths, the closer the ratio gets to $\frac{2}{3}$; in a model
+# as narrow as this one the adapters' own products still weigh. Does the time per step follow? Time a whole
 # training step (forward, backward, AdamW) of both models, and for comparison one large matrix product,
 # which shows how many FLOP/s this machine reaches when the arithmetic dominates. The functions take turns,
 # best of several runs each, with a synchronised clock on a GPU.

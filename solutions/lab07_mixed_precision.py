@@ -640,8 +640,8 @@ check_prediction("bfloat16, a large batch: 512, 64 -> [128] -> 10", _predicted(5
 
 # %% nbgrader={"grade": false, "grade_id": "memory-by-batch-print", "locked": true, "schema_version": 3, "solution": false}
 for _batch in (1, 32, 1024, 8192):
-    print(f"batch {_batch:>5}: bfloat16 / float32 = "
-          f"{_measured(_batch, 20, [64, 48], 10, torch.bfloat16) / _measured(_batch, 20, [64, 48], 10, torch.float32):.2f}")
+    _ratio = _measured(_batch, 20, [64, 48], 10, torch.bfloat16) / _measured(_batch, 20, [64, 48], 10, torch.float32)
+    print(f"batch {_batch:>5}: bfloat16 / float32 = {_ratio:.2f}")
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false}
 # ## Summary
