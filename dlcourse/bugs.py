@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .doctor import standard_train_step
+from .diagnose import standard_train_step
 from .train import History, model_device, predict
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

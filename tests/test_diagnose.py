@@ -221,9 +221,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import dlcourse  # noqa: E402
 from dlcourse import diagnose  # noqa: E402
-from dlcourse import doctor as doctor_module  # noqa: E402  (the thresholds live there)
 from dlcourse.data import make_loaders  # noqa: E402
 from dlcourse.diagnose import CHECKS, Finding, Report, doctor  # noqa: E402
+from dlcourse.diagnose import context as context_module  # noqa: E402  (thresholds live in each check's module)
+from dlcourse.diagnose import gradients as gradient_checks  # noqa: E402
+from dlcourse.diagnose import learning as learning_checks  # noqa: E402
+from dlcourse.diagnose import learning_rate as lr_checks  # noqa: E402
+from dlcourse.diagnose import loss as loss_checks  # noqa: E402
 from dlcourse.models import SmallCNN, mlp  # noqa: E402
 
 
@@ -561,10 +565,10 @@ def test_initial_loss_flags_softmax_relu_and_overconfident_outputs():
         confident[-1].weight.mul_(20)
     big = _run(confident, train, ["initial_loss"])
     assert "well above log 10" in big.flagged[0].message
-    assert big.flagged[0].evidence["initial_loss"] > math.log(10) + doctor_module.INITIAL_LOSS_EXCESS
+    assert big.flagged[0].evidence["initial_loss"] > math.log(10) + loss_checks.INITIAL_LOSS_EXCESS
     ok = _run(_mlp(), train, ["initial_loss"])
     assert _severities(ok, "initial_loss") == ["ok"]
-    assert abs(ok.findings[0].evidence["initial_loss"] - math.log(10)) < doctor_module.INITIAL_LOSS_EXCESS
+    assert abs(ok.findings[0].evidence["initial_loss"] - math.log(10)) < loss_checks.INITIAL_LOSS_EXCESS
 
 
 def test_initial_loss_finds_broadcasting_in_builtin_and_hand_written_losses():
@@ -578,7 +582,7 @@ def test_initial_loss_finds_broadcasting_in_builtin_and_hand_written_losses():
         torch.manual_seed(0)
         report = _run(mlp(64, [32], 1), train, ["initial_loss"], loss_fn=loss_fn)
         assert report.flags("initial_loss") and "broadcasts" in report.flagged[0].message
-        assert report.flagged[0].evidence["y_hat_shape"] == [doctor_module.STEP_EXAMPLES, 1]
+        assert report.flagged[0].evidence["y_hat_shape"] == [context_module.STEP_EXAMPLES, 1]
     torch.manual_seed(0)
     fixed = _run(nn.Sequential(mlp(64, [32], 1), nn.Flatten(0)), train, ["initial_loss"], loss_fn=F.mse_loss)
     assert not fixed.flagged, str(fixed)
@@ -632,7 +636,7 @@ def test_gradient_flow_detached_frozen_vanishing_and_detached_loss():
         layers += [nn.Linear(32, 32), nn.Sigmoid()]
     deep = _run(nn.Sequential(*layers, nn.Linear(32, 10)), train, ["gradient_flow"])
     assert "vanishing" in deep.flagged[0].message
-    assert deep.flagged[0].evidence["relative_grad_spread"] > doctor_module.GRAD_SPREAD
+    assert deep.flagged[0].evidence["relative_grad_spread"] > gradient_checks.GRAD_SPREAD
 
     def detached_loss(model, optimizer, X, y, loss_fn):
         loss = loss_fn(model(X).detach(), y)
@@ -785,10 +789,10 @@ def test_lr_range_does_not_call_a_loss_that_falls_at_no_lr_a_blow_up():
     assert "no probed lr" in finding.message and finding.evidence["trains_at_factors"] == []
     before = finding.evidence["loss_before"]
     blew = finding.evidence["blows_up_at_factor"]                # a blow-up, if any, is a clear rise
-    assert blew is None or blew > doctor_module.LR_TOO_HIGH
+    assert blew is None or blew > lr_checks.LR_TOO_HIGH
     if blew is not None:
         after = finding.evidence["loss_after"][f"{0.05 * blew:.3g}"]
-        assert not math.isfinite(after) or after > (1 + doctor_module.LR_BLOWUP) * before
+        assert not math.isfinite(after) or after > (1 + lr_checks.LR_BLOWUP) * before
     # the healthy twin still trains, and a lr that really is too high is still called too high
     healthy = _run(*_notebook_setup()[:2], ["lr_range"], **_notebook_setup()[2]).get("lr_range")[0]
     assert healthy.severity == "ok"
@@ -841,8 +845,8 @@ def test_learnability_blames_the_validation_data_only_on_evidence():
     assert remapped.evidence["train_val_gap_significant"]
     # weak learning on both splits is noise, not evidence about the data (the numbers of the report above)
     weak = dict(held_out=256, val_examples=256, held_out_acc_after=0.148, val_acc_after=0.129)
-    assert not doctor_module._split_gap(weak)
-    assert doctor_module._split_gap(weak | dict(held_out_acc_after=0.7))
+    assert not learning_checks._split_gap(weak)
+    assert learning_checks._split_gap(weak | dict(held_out_acc_after=0.7))
 
 
 # --- on a GPU ----------------------------------------------------------------------------------------------------
@@ -866,3 +870,49 @@ def test_doctor_on_cuda_gives_the_cpu_verdicts(bug):
         assert not report.flagged, str(report)
     else:
         assert report.flags(BUGS[bug]), f"{bug}: expected {BUGS[bug]} to flag it on CUDA\n{report}"
+
+
+# --- the package's shape ------------------------------------------------------------------------------------------
+
+def _package_imports() -> dict[str, set[str]]:
+    """For each module of dlcourse.diagnose, the modules of the same package it imports (read from the source)."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(diagnose.__file__).parent
+    modules = {path.stem for path in folder.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:          # from .x import ... / from . import x
+                found |= {node.module} if node.module else {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dlcourse.diagnose."):
+                found.add(node.module.split(".")[2])
+        graph[path.stem] = found
+    return graph
+
+
+def test_diagnose_modules_import_each_other_without_a_circle():
+    graph = _package_imports()
+    assert {"report", "context", "runner", "lr_range", "data", "loss", "learning", "gradients", "numerics",
+            "learning_rate", "eval_mode"} <= set(graph)
+    order: list[str] = []                       # a topological order exists only if the graph has no cycle
+    remaining = {m: set(deps) for m, deps in graph.items()}
+    while remaining:
+        ready = sorted(m for m, deps in remaining.items() if not deps - set(order))
+        assert ready, f"import circle among {sorted(remaining)}: {remaining}"
+        order += ready
+        for m in ready:
+            del remaining[m]
+    checks = {"data", "loss", "learning", "gradients", "numerics", "learning_rate", "eval_mode"}
+    assert not graph["report"] and not graph["context"]                     # the bottom: no package imports
+    assert all(not (graph[m] & {"runner", "__init__"}) for m in graph if m != "__init__")   # data flows one way
+    assert not (graph["lr_range"] & checks) and "runner" not in graph["lr_range"]
+
+
+def test_diagnose_modules_stay_short():
+    from pathlib import Path
+
+    lengths = {p.name: len(p.read_text().splitlines()) for p in Path(diagnose.__file__).parent.glob("*.py")}
+    assert max(lengths.values()) <= 500, lengths

@@ -1,11 +1,7 @@
-"""Training diagnostics: tools that tell you why training goes wrong, or which setting to try first.
-
-Introduced in notebook 04 with the learning-rate range test (:func:`lr_range_test`); later notebooks reuse it.
-Notebook 13 (debugging) adds the training doctor, :func:`doctor`, which runs a dozen checks (data, initial loss,
-overfitting one batch, gradient flow, activations, non-finite values, learning rate, train/eval mode) and returns a
-:class:`Report` of :class:`Finding` s; it is defined in :mod:`dlcourse.doctor` and re-exported here, so
-``from dlcourse.diagnose import doctor`` is the import to use. Every tool leaves the model and optimizer as it found
-them; results give matplotlib Figures.
+"""The learning-rate range test (introduced in notebook 04): :func:`lr_range_test` trains for a hundred or so steps
+while raising the lr exponentially, and returns an :class:`LRRangeResult` (losses against lrs, a suggested lr, a
+plot). It leaves the model, the optimizer and torch's random state as it found them. The doctor's ``lr_range``
+check (:mod:`dlcourse.diagnose.learning_rate`) draws it next to its own verdict.
 """
 
 from __future__ import annotations
@@ -22,9 +18,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-#: Builds an optimizer for the given parameters, e.g. ``functools.partial(torch.optim.SGD, momentum=0.9)``.
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+from .context import LossFn, OptimizerFactory
 
 
 @dataclass
@@ -208,10 +202,3 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer | Optimizer
     smoothed = _centred_average(losses, half_width=int(round(1 / (2 * smooth))))
     suggestion, min_loss_lr = _suggest(lrs, smoothed)
     return LRRangeResult(lrs, losses, smoothed, suggestion, min_loss_lr, diverged, num_steps)
-
-
-# The training doctor lives in its own module (it is long) but belongs to this module's public surface. Imported at
-# the end, so that dlcourse.doctor can import lr_range_test from here.
-from .doctor import CHECKS, Finding, Report, doctor, standard_train_step  # noqa: E402
-
-__all__ = ["LRRangeResult", "lr_range_test", "CHECKS", "Finding", "Report", "doctor", "standard_train_step"]
