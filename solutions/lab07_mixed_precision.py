@@ -636,7 +636,7 @@ check_prediction("bfloat16, a large batch: 512, 64 -> [128] -> 10", _predicted(5
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "memory-by-batch", "locked": true, "schema_version": 3, "solution": false}
 # When does autocast come close to halving the activations? The measured ratio, bfloat16 / float32, for the
-# MLP of the visible tests at growing batch sizes:
+# MLP of the visible tests at growing batch sizes (a ratio above 1: autocast keeps *more* than float32):
 
 # %% nbgrader={"grade": false, "grade_id": "memory-by-batch-print", "locked": true, "schema_version": 3, "solution": false}
 for _batch in (1, 32, 1024, 8192):
@@ -654,7 +654,7 @@ for _batch in (1, 32, 1024, 8192):
 # - A mixed-precision step: forward and loss under `torch.autocast`, backward and step outside it, with a
 #   `GradScaler` for float16; the weights stay float32.
 # - Autocast halves the activations a layer keeps only when they outweigh the 16-bit weight copies it keeps
-#   too: with small batches it saves little.
+#   too: with a small batch it saves little, and with a single example it keeps more bytes than float32.
 #
 # ## Further exercises (not graded)
 #
