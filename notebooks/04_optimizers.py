@@ -20,15 +20,17 @@
 # - Read and write a `torch.optim.Optimizer`: `param_groups`, per-parameter `state`, `step()`.
 # - Implement SGD with momentum and Nesterov momentum, RMSProp, Adam, AdamW and Lion from their update rules,
 #   and show that they match `torch.optim` to 1e-6 over 100 steps.
-# - Explain why L2 regularisation and decoupled weight decay are the same for SGD but not for Adam.
+# - Explain why L2 regularisation and decoupled weight decay are the same for plain SGD, but not for SGD with
+#   momentum nor for Adam.
 # - See on an ill-conditioned quadratic and on the Rosenbrock function what momentum and per-coordinate step
 #   sizes buy.
 # - Find a learning rate with `dlcourse.diagnose.lr_range_test`, and schedule it with warmup + cosine, step
 #   decay or one-cycle.
 # - Clip gradients by their global norm, and build parameter groups without weight decay on 1-D parameters.
 #
-# **Prerequisites:** notebook 01 (the training loop, `dlcourse.fit`); notebook 03's `SmallCNN` is used as a
-# ready-made model in section 9. Exponential moving averages and the idea of a condition number help.
+# **Prerequisites:** notebook 01 (the training loop, `dlcourse.fit`); section 9 uses `dlcourse.models.SmallCNN`
+# (conv → BatchNorm → ReLU blocks, like the networks of notebook 03) as a ready-made model. Exponential moving
+# averages and the idea of a condition number help.
 #
 # **Time:** seconds at `smoke`; a minute or so at `small` on a laptop CPU; at `full`, on a GPU, the MLP trains
 # longer and section 9's CNN trains on the shapes images. The last cell prints how long this run took on your
@@ -98,9 +100,10 @@ X_check, y_check = splits.train.tensors                    # (N, 64) float32, (N
 X_check = X_check.double()
 
 
-def max_difference(make_ours, make_torch, num_steps: int = 100) -> float:
+def max_difference(make_ours, make_torch, num_steps: int = 100, l2_ours: float = 0.0) -> float:
     """Train two copies of one MLP for ``num_steps`` minibatches, one per optimiser; return the largest
-    |difference| between their parameters at the end. Each ``make_*`` takes an iterable of parameters."""
+    |difference| between their parameters at the end. Each ``make_*`` takes an iterable of parameters.
+    ``l2_ours`` > 0 adds the L2 penalty l2_ours / 2 * ||θ||² to the first copy's loss."""
     torch.manual_seed(cfg.seed)
     model_a = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10)).double()
     model_b = copy.deepcopy(model_a)
@@ -108,8 +111,10 @@ def max_difference(make_ours, make_torch, num_steps: int = 100) -> float:
     batches = torch.Generator().manual_seed(cfg.seed)
     for _ in range(num_steps):
         idx = torch.randint(0, len(X_check), (32,), generator=batches)   # (32,) one shared minibatch
-        for model, opt in ((model_a, opt_a), (model_b, opt_b)):
+        for model, opt, l2 in ((model_a, opt_a, l2_ours), (model_b, opt_b, 0.0)):
             loss = F.cross_entropy(model(X_check[idx]), y_check[idx])
+            if l2 > 0:
+                loss = loss + l2 / 2 * sum(p.pow(2).sum() for p in model.parameters())
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -191,12 +196,14 @@ show_table(rows, ("ours", "reference", "max |difference| after 100 steps"))
 # $1-\beta^t$ to correct this: $\hat m_t = m_t / (1-\beta_1^t)$, $\hat v_t = v_t / (1-\beta_2^t)$, and
 # $\;\theta_{t+1} = \theta_t - \eta\, \hat m_t / (\sqrt{\hat v_t} + \epsilon)$.
 #
-# **Weight decay, two ways.** With SGD, adding $\lambda\theta$ to the gradient shrinks every weight by the factor
-# $(1 - \eta\lambda)$ per step: L2 regularisation *is* weight decay. With Adam it is not: the $\lambda\theta$
-# term is divided by $\sqrt{\hat v_t}$ like the rest of the gradient, so weights with large gradients are
-# barely decayed at all. **AdamW** *decouples* the decay from the gradient: it shrinks the weights directly,
-# $\theta \leftarrow (1-\eta\lambda)\,\theta$, then takes the ordinary Adam step. That is what `torch.optim.AdamW`
-# does, and what most recipes for large models use.
+# **Weight decay, two ways.** With plain SGD (no momentum), adding $\lambda\theta$ to the gradient shrinks
+# every weight by the factor $(1 - \eta\lambda)$ per step: there, L2 regularisation *is* weight decay. With
+# momentum it is not: $\lambda\theta$ enters the velocity together with the gradient (checked at the end of
+# this section). With Adam it is not either: the $\lambda\theta$ term is divided by $\sqrt{\hat v_t}$ like the
+# rest of the gradient, so weights with large gradients are barely decayed at all. **AdamW** *decouples* the
+# decay from the gradient: it shrinks the weights directly, $\theta \leftarrow (1-\eta\lambda)\,\theta$, then
+# takes the ordinary Adam step. That is what `torch.optim.AdamW` does, and what most recipes for large models
+# use.
 
 # %%
 class RMSProp(torch.optim.Optimizer):
@@ -283,8 +290,8 @@ assert adam_vs_adamw > 1e-3, "L2 regularisation and decoupled weight decay shoul
 
 # %% [markdown]
 # The last row is not a bug: the same `weight_decay` means different things to Adam and AdamW. For plain SGD the
-# two coincide, which is why `torch.optim.SGD` has only one kind: shrinking $p$ by $(1 - \eta\lambda)$ and then
-# stepping with $g$ is exactly a step with $g + \lambda p$. Checked on one step:
+# two coincide: shrinking $p$ by $(1 - \eta\lambda)$ and then stepping with $g$ is exactly a step with
+# $g + \lambda p$. Checked on one step:
 
 # %%
 p_l2 = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
@@ -297,6 +304,67 @@ with torch.no_grad():
     p_dec.mul_(1 - lr * wd).sub_(lr * g)                     # (1 - lr * wd) * p - lr * g
 print(p_l2.detach(), p_dec.detach())
 assert torch.allclose(p_l2, p_dec)
+
+# %% [markdown]
+# **With momentum they part ways.** `torch.optim.SGD(weight_decay=λ)` adds $\lambda p$ to the gradient *before*
+# the momentum buffer, exactly as an L2 penalty $\frac{\lambda}{2}\|p\|^2$ in the loss would: with or without
+# momentum, PyTorch's SGD weight decay *is* L2 regularisation. With momentum, though, the $\lambda p$ of each
+# step stays in the velocity and keeps acting on later steps, shrinking by $\mu$ each time, like the gradient.
+# **Decoupled** decay (often called SGDW) instead shrinks the weights directly, $p \leftarrow (1-\eta\lambda)p$,
+# and feeds only the loss gradient into the velocity. While $p$ changes slowly, the L2 form's velocity holds
+# about $\lambda p/(1-\mu)$, so it decays about $1/(1-\mu)$ times as fast as SGDW with the same λ (10 times for
+# $\mu = 0.9$). Measured over 100 steps of the MLP above, in float64: SGDW with the same λ should end almost as
+# far from PyTorch's run as no decay at all, and SGDW with $\lambda/(1-\mu)$ several times closer (not equal:
+# the velocity remembers past weights, not only the current ones).
+
+# %%
+class SGDW(torch.optim.Optimizer):
+    """SGD with momentum and decoupled weight decay: p <- (1 - lr * wd) * p, then the momentum step with the loss
+    gradient alone (the decay never enters the velocity)."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                p.mul_(1 - lr * wd)                            # decoupled: shrink the weights directly
+                g = p.grad
+                if mu > 0:
+                    state = self.state[p]
+                    if "velocity" not in state:
+                        state["velocity"] = g.clone()
+                    else:
+                        state["velocity"].mul_(mu).add_(g)
+                    g = state["velocity"]
+                p.sub_(lr * g)
+
+
+wd, mu = 0.01, 0.9
+sgd_wd = functools.partial(torch.optim.SGD, lr=0.05, weight_decay=wd)        # torch's weight decay
+decay_rows = {
+    "L2 in the loss, momentum": max_difference(lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=mu),
+                                               lambda ps: sgd_wd(ps, momentum=mu), l2_ours=wd),
+    "SGDW, no momentum": max_difference(lambda ps: SGDW(ps, lr=0.05, weight_decay=wd), sgd_wd),
+    "SGDW, momentum": max_difference(lambda ps: SGDW(ps, lr=0.05, momentum=mu, weight_decay=wd),
+                                     lambda ps: sgd_wd(ps, momentum=mu)),
+    "SGDW with λ/(1-μ), momentum": max_difference(
+        lambda ps: SGDW(ps, lr=0.05, momentum=mu, weight_decay=wd / (1 - mu)), lambda ps: sgd_wd(ps, momentum=mu)),
+    "no decay at all, momentum": max_difference(lambda ps: SGDW(ps, lr=0.05, momentum=mu),
+                                                lambda ps: sgd_wd(ps, momentum=mu)),
+}
+show_table([(name, f"torch.optim.SGD(weight_decay={wd:g}{'' if 'no momentum' in name else ', momentum=0.9'})",
+             f"{diff:.1e}") for name, diff in decay_rows.items()],
+           ("ours", "compared with", "max |difference| after 100 steps"))
+assert decay_rows["L2 in the loss, momentum"] < 1e-10, "torch's SGD weight decay is L2, momentum or not"
+assert decay_rows["SGDW, no momentum"] < 1e-10, "without momentum, decoupled decay is L2"
+assert decay_rows["SGDW, momentum"] > 1e-2, "with momentum, decoupled decay is not L2"
+assert decay_rows["SGDW, momentum"] > 0.5 * decay_rows["no decay at all, momentum"]
+assert decay_rows["SGDW with λ/(1-μ), momentum"] < decay_rows["SGDW, momentum"] / 3
 
 # %% [markdown]
 # ## 4. Lion
@@ -771,7 +839,7 @@ num_classes = len(image_splits.classes)
 
 
 def make_cnn() -> nn.Module:
-    """Notebook 03's SmallCNN (bias-free conv -> BatchNorm -> ReLU blocks, then a linear head), from the seed."""
+    """dlcourse.models.SmallCNN (bias-free conv -> BatchNorm -> ReLU blocks, then a linear head), from the seed."""
     torch.manual_seed(cfg.seed)
     return dlcourse.models.SmallCNN(in_channels, num_classes, width=16, depth=cfg.pick(smoke=2, small=2, full=3),
                                     image_size=image_size).to(device)
@@ -809,8 +877,11 @@ for p, p_old in zip(cnn.parameters(), old):
 print("decayed tensors shrank by", 1 - 0.1 * 0.05, "and the 1-D ones did not move")
 
 # %% [markdown]
-# Everything together: AdamW with these parameter groups, warmup + cosine per batch, and gradient clipping
-# (PyTorch's, inside a loop of our own, since `dlcourse.fit` does not clip).
+# Everything together: AdamW with these parameter groups, warmup + cosine per batch, and gradient clipping by
+# global norm, all through `dlcourse.fit`: `clip_grad_norm=max_norm` clips between `backward()` and `step()` (with
+# `torch.nn.utils.clip_grad_norm_`) and records each epoch's mean norm *before* clipping as `grad_norm`. To see
+# what the optimiser really receives, an optimizer *step pre-hook* (`register_step_pre_hook`, called at the start
+# of every `optimizer.step()`, after fit has clipped) records the norm of the gradients each step uses.
 
 # %%
 num_epochs_cnn = cfg.pick(smoke=3, small=8, full=20)
@@ -821,23 +892,30 @@ total = num_epochs_cnn * len(image_train)
 scheduler = torch.optim.lr_scheduler.LambdaLR(
     optimizer, lambda step: warmup_cosine(step, max(1, total // 10), total, peak_lr=1.0, min_lr=0.01))
 max_norm = 2.0      # above the typical gradient norm: clipping should catch spikes, not every step
-grad_norms = []
-t0 = time.perf_counter()
-for epoch in range(num_epochs_cnn):
-    cnn.train()
-    for X, y in image_train:
-        X, y = X.to(device), y.to(device)
-        loss = F.cross_entropy(cnn(X), y)
-        optimizer.zero_grad()
-        loss.backward()
-        grad_norms.append(torch.nn.utils.clip_grad_norm_(cnn.parameters(), max_norm=max_norm).item())
-        optimizer.step()
-        scheduler.step()
-    scores = dlcourse.evaluate(cnn, image_val)
-    print(f"epoch {epoch + 1}: val loss {scores['loss']:.3f}, val acc {scores['acc']:.1%}")
-print(f"{num_epochs_cnn} epochs in {time.perf_counter() - t0:.1f} s; gradient norm: median "
-      f"{np.median(grad_norms):.2f}, max {max(grad_norms):.2f}; clipped in "
-      f"{np.mean(np.array(grad_norms) > max_norm):.0%} of the steps")
+used_norms = []     # the global gradient norm of every optimizer step, as the step sees it
+
+
+def record_used_norm(optimizer, args, kwargs) -> None:
+    """Step pre-hook: the global norm of the gradients this step is about to use (after fit's clipping)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    used_norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+
+hook = optimizer.register_step_pre_hook(record_used_norm)
+history_cnn = dlcourse.fit(cnn, optimizer, image_train, image_val, num_epochs=num_epochs_cnn, scheduler=scheduler,
+                           scheduler_step="batch", clip_grad_norm=max_norm, progress=progress)
+hook.remove()
+for record in history_cnn.records:
+    print(f"epoch {record['epoch']}: val loss {record['val_loss']:.3f}, val acc {record['val_acc']:.1%}, "
+          f"mean gradient norm before clipping {record['grad_norm']:.2f}")
+at_cap = np.mean(np.array(used_norms) > (1 - 1e-3) * max_norm)
+print(f"{num_epochs_cnn} epochs in {sum(history_cnn['seconds']):.1f} s; gradient norm the steps used: median "
+      f"{np.median(used_norms):.2f}, max {max(used_norms):.2f} (max_norm {max_norm:g}); clipped to max_norm in "
+      f"{at_cap:.0%} of the steps")
+assert len(used_norms) == total, "one recorded norm per optimizer step"
+assert max(used_norms) <= max_norm * (1 + 1e-5), "fit(clip_grad_norm=max_norm) bounds every step's gradient norm"
+if max(history_cnn["grad_norm"]) > max_norm:      # an epoch whose mean norm was above the cap had clipped steps
+    assert at_cap > 0
 cnn_test = dlcourse.evaluate(cnn, image_test)
 print(f"SmallCNN, test accuracy {cnn_test['acc']:.1%}")
 assert cnn_test["acc"] > cfg.pick(smoke=0.7, small=0.95, full=0.9)
@@ -849,13 +927,15 @@ assert cnn_test["acc"] > cfg.pick(smoke=0.7, small=0.95, full=0.9)
 #   `torch.optim` to 1e-6 over 100 steps.
 # - Momentum accumulates consistent directions and cancels oscillating ones; Adam and RMSProp give each
 #   coordinate its own step size; Lion takes steps of fixed size per coordinate.
-# - For SGD, L2 regularisation and weight decay coincide; for Adam they don't, and AdamW's decoupled decay is the
-#   one that behaves like weight decay.
+# - For plain SGD, L2 regularisation and decoupled weight decay are the same update. With momentum they differ:
+#   `torch.optim.SGD(weight_decay=...)` is L2 (the decay passes through the velocity), SGDW's decoupled decay is
+#   not. For Adam they differ too, and AdamW's decoupled decay is the one that behaves like weight decay.
 # - The LR range test (`dlcourse.diagnose.lr_range_test`) finds a working learning rate in about a hundred steps
 #   and leaves the model untouched.
 # - Schedules: step decay, warmup + cosine (`LambdaLR` with a small function), one-cycle (`OneCycleLR`, stepped
 #   per batch: `dlcourse.fit(..., scheduler_step="batch")`).
 # - Clip by global norm between `backward()` and `step()`; the returned norm is worth logging.
+#   `dlcourse.fit(..., clip_grad_norm=max_norm)` does both (history key `grad_norm`).
 # - Put biases and normalisation parameters (the 1-D tensors) in a parameter group with `weight_decay=0`.
 
 # %%

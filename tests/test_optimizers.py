@@ -205,6 +205,60 @@ def test_l2_and_decoupled_decay_differ_for_adam_but_not_for_sgd():
     assert torch.allclose(p_l2.detach(), decoupled.double())
 
 
+class SGDW(torch.optim.Optimizer):
+    """Notebook 04's SGD with decoupled weight decay: p <- (1 - lr * wd) p, then momentum on the loss gradient."""
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                p.mul_(1 - lr * wd)
+                g = p.grad
+                if mu > 0:
+                    state = self.state[p]
+                    state["velocity"] = g.clone() if "velocity" not in state else state["velocity"].mul_(mu).add_(g)
+                    g = state["velocity"]
+                p.sub_(lr * g)
+
+
+def _l2_in_the_loss(momentum, wd=0.01, num_steps=50):
+    """Weights after training with torch's SGD and the penalty wd / 2 * ||θ||² written into the loss, next to
+    torch's SGD(weight_decay=wd) and SGDW(weight_decay=wd), all with ``momentum``."""
+    torch.manual_seed(0)
+    start = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+    runs = {}
+    for name, make, l2 in [("loss", lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=momentum), wd),
+                           ("torch", lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=momentum, weight_decay=wd), 0),
+                           ("sgdw", lambda ps: SGDW(ps, lr=0.05, momentum=momentum, weight_decay=wd), 0)]:
+        model = copy.deepcopy(start)
+        opt = make(model.parameters())
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(num_steps):
+            X, y = torch.randn(16, 12, generator=gen).double(), torch.randint(0, 4, (16,), generator=gen)
+            loss = F.cross_entropy(model(X), y) + l2 / 2 * sum(p.pow(2).sum() for p in model.parameters())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        runs[name] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    return runs
+
+
+def test_sgd_weight_decay_is_l2_with_momentum_and_decoupled_decay_is_not():
+    """Notebooks 04 and 05: for plain SGD, L2 in the loss = SGD's weight_decay = decoupled decay; with momentum
+    SGD's weight_decay is still L2 (it passes through the velocity) but decoupled decay differs."""
+    plain, heavy = _l2_in_the_loss(momentum=0.0), _l2_in_the_loss(momentum=0.9)
+    assert (plain["loss"] - plain["torch"]).abs().max() < 1e-12
+    assert (plain["sgdw"] - plain["torch"]).abs().max() < 1e-12
+    assert (heavy["loss"] - heavy["torch"]).abs().max() < 1e-12
+    assert (heavy["sgdw"] - heavy["torch"]).abs().max() > 1e-3
+
+
 def test_parameters_without_gradient_are_skipped():
     for cls in (SGD, RMSProp, Adam, AdamW, Lion):
         a = torch.ones(2, requires_grad=True)
