@@ -20,17 +20,18 @@
 # - write a 2-D convolution as `unfold` plus one matrix product, equal to `F.conv2d` in values and gradients;
 # - build a residual block with BatchNorm, including the projection shortcut used when the shape changes;
 # - build a depthwise-separable convolution block and count how many weights it saves;
-# - design a small CNN that trains to a target accuracy in a few seconds.
+# - design a small CNN that trains to a target accuracy in a few seconds;
+# - predict the floating-point operations of a convolution, and check them with PyTorch's FLOP counter.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
 # it: it passes when it finishes without an error. Don't edit the test cells; the grader runs its own copy of
 # them, and some extra hidden tests. `dlcourse check labs/lab03_cnn.ipynb` tells you what passes.
 #
-# **Time.** About 60–90 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
+# **Time.** About 70–100 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
 #
-# **Points.** 11 in all: output size 1, convolution via unfold 3, residual block 2, depthwise-separable
-# block 2, parameter counts 1, a CNN for shapes 2.
+# **Points.** 12 in all: output size 1, convolution via unfold 3, residual block 2, depthwise-separable
+# block 2, parameter counts 1, a CNN for shapes 2, FLOPs of a convolution (predict, then measure) 1.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 import importlib.util
@@ -47,7 +48,7 @@ from torch import nn
 
 import dlcourse
 
-from dlcourse.grading.checks import check_accuracy, check_close, check_equal, forbid
+from dlcourse.grading.checks import check_accuracy, check_close, check_equal, check_prediction, forbid
 
 cfg = dlcourse.setup(seed=0)
 # The convolution test switches PyTorch's own convolutions off while it calls yours.
@@ -123,15 +124,13 @@ print("conv_output_size: visible tests passed")
 # product of one `(C, kh, kw)` patch of the padded input with each of the `C_out` filters. `F.unfold` collects
 # the patches: for an input `X` of shape `(B, C, H, W)` it returns `(B, C*kh*kw, L)`, one column per output
 # position (`L = H_out * W_out`, positions in row-major order), each column listing its patch channel by
-# channel, row by row. That is the same order as `W.reshape(C_out, -1)`, so
+# channel, row by row: the same order as `W.reshape(C_out, -1)`.
 #
-# 1. `cols = F.unfold(X, (kh, kw), padding=padding, stride=stride)` → `(B, C*kh*kw, L)`
-# 2. multiply by the flattened weight → `(B, C_out, L)`, and add the bias (one per output channel) if given,
-# 3. reshape to `(B, C_out, H_out, W_out)`.
-#
-# Compute `H_out` and `W_out` with the formula of exercise 1 (dilation 1). Write it out here rather than
-# calling `conv_output_size`, so that this exercise is graded on its own. Kernels may be rectangular
-# (`kh != kw`).
+# Write `conv2d_unfold(X, weight, bias=None, stride=1, padding=0)` that computes the convolution with
+# `F.unfold` and **one** matrix product (no Python loop over positions), adds the bias (one per output channel)
+# when there is one, and returns `(B, C_out, H_out, W_out)`. For `H_out` and `W_out`, write the formula of
+# exercise 1 out here rather than calling `conv_output_size`, so that this exercise is graded on its own.
+# Kernels may be rectangular (`kh != kw`).
 #
 # `F.conv2d`, `torch.conv2d` and `nn.Conv2d` are switched off while the tests call your function; they compare
 # values and gradients with `F.conv2d`.
@@ -308,11 +307,12 @@ print("ResidualBlock: visible tests passed")
 # A standard 3×3 convolution has a separate 3×3 filter for every pair of input and output channels. A
 # depthwise-separable convolution splits it into
 #
-# 1. a **depthwise** 3×3 convolution: one filter per input channel, applied to that channel only. In PyTorch
-#    that is `nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False)`: with `groups=c_in`
-#    each output channel sees one input channel, so its weight has shape `(c_in, 1, 3, 3)`;
-# 2. a **pointwise** 1×1 convolution `nn.Conv2d(c_in, c_out, 1, bias=False)` that mixes the channels at each
-#    position.
+# 1. a **depthwise** 3×3 convolution: one filter per input channel, applied to that channel only (an
+#    `nn.Conv2d` with `groups=c_in`, so its weight has shape `(c_in, 1, 3, 3)`); it carries the block's
+#    `stride` and, with padding 1, keeps the image size at stride 1;
+# 2. a **pointwise** 1×1 convolution from `c_in` to `c_out` channels that mixes the channels at each position.
+#
+# Neither convolution needs a bias, since a BatchNorm follows each.
 #
 # Write the MobileNet-style block `DepthwiseSeparableBlock(c_in, c_out, stride=1)` with attributes
 # `depthwise`, `bn1 = nn.BatchNorm2d(c_in)`, `pointwise`, `bn2 = nn.BatchNorm2d(c_out)`, computing
@@ -427,11 +427,9 @@ print("conv_weight_counts: visible tests passed")
 #
 # The test trains it with a fixed, short budget — 1,000 training images, 4 epochs, batch size 32, Adam with a
 # one-cycle schedule peaking at `lr=5e-3` — and then asks for **at least 70 % accuracy** on 300 test images
-# (chance is about 17 %). A fully connected network on the raw pixels does not get there; a small CNN does.
-# What worked in the notebook: blocks of 3×3 convolution → `BatchNorm2d` → ReLU, with 2×2 max-pooling (or
-# stride 2) between them and channels growing from 16 to 64, then `nn.AdaptiveAvgPool2d(1)`, `nn.Flatten()`
-# and one `nn.Linear`. Count your parameters with `sum(p.numel() for p in model.parameters())`. Try your
-# design on the training data before you run the test: the test itself takes a few seconds.
+# (chance is about 17 %). A fully connected network on the raw pixels does not get there; a small CNN does, and
+# notebook 03's networks, scaled down to the parameter budget, are a good place to start. Try your design on the
+# training data before you run the test: the test itself takes a few seconds.
 
 # %% nbgrader={"grade": false, "grade_id": "cnn-answer", "locked": false, "schema_version": 3, "solution": true}
 def make_shapes_cnn() -> nn.Module:
@@ -472,6 +470,59 @@ check_accuracy("at least 70% test accuracy after the fixed training budget", _pr
                     "logits (no softmax)")
 print("make_shapes_cnn: visible tests passed")
 
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "conv-flops-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# ## Exercise 7: predict, then measure: the FLOPs of a convolution (1 point)
+#
+# How much arithmetic does one convolution layer cost? Count it before PyTorch does. Write
+# `predicted_conv_flops(c_in, c_out, kernel_size, n, stride=1, padding=0, groups=1)`: the floating-point
+# operations of one forward pass of `nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=padding,
+# groups=groups, bias=False)` on **one** `n`×`n` image with `c_in` channels, as PyTorch's
+# `torch.utils.flop_counter.FlopCounterMode` counts them: a multiply-add is 2 FLOPs. With `groups=g`, each
+# output channel sees only `c_in / g` of the input channels (notebook 03, section on depthwise convolutions).
+#
+# It is a prediction: PyTorch's convolutions and the FLOP counter are switched off while the test calls your
+# function (your `conv_output_size` from exercise 1 may help). The test then measures the FLOPs with
+# `FlopCounterMode`. Your prediction passes when it is within **1 %** of the measurement, for the layer below
+# and for other strides, paddings and groups in the hidden tests.
+
+# %% nbgrader={"grade": false, "grade_id": "conv-flops-answer", "locked": false, "schema_version": 3, "solution": true}
+def predicted_conv_flops(c_in: int, c_out: int, kernel_size: int, n: int, stride: int = 1, padding: int = 0,
+                         groups: int = 1) -> int:
+    """FLOPs (2 per multiply-add) of a bias-free k×k Conv2d's forward pass on one n×n image."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% nbgrader={"grade": true, "grade_id": "conv-flops-tests", "locked": true, "points": 1, "schema_version": 3, "solution": false} editable=false deletable=false
+from torch.utils.flop_counter import FlopCounterMode
+
+MEASURING = CONV_FUNCTIONS + ((FlopCounterMode, "__enter__"),)
+NO_MEASURING = ("predict with a formula: convolutions and FlopCounterMode are switched off while the test calls "
+                "predicted_conv_flops")
+
+
+def _predicted(*args, **kwargs):
+    with forbid(MEASURING, NO_MEASURING):
+        return predicted_conv_flops(*args, **kwargs)
+
+
+def _measured_conv_flops(c_in, c_out, kernel_size, n, stride=1, padding=0, groups=1):
+    """FLOPs of the layer's forward pass on one image, counted by PyTorch (on the meta device: shapes only)."""
+    layer = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=padding, groups=groups, bias=False,
+                      device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        layer(torch.empty(1, c_in, n, n, device="meta"))
+    return counter.get_total_flops()
+
+
+check_prediction("3x3 conv, 16 -> 32 channels, 32x32 image, padding 1", _predicted(16, 32, 3, 32, padding=1),
+                 expected=_measured_conv_flops(16, 32, 3, 32, padding=1), rtol=0.01,
+                 hint="every output value (c_out channels times the output positions) is a dot product of one "
+                      "filter with one patch; a multiply-add counts as 2 FLOPs")
+print("predicted_conv_flops: visible tests passed")
+
+
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Summary
 #
@@ -483,6 +534,8 @@ print("make_shapes_cnn: visible tests passed")
 # - A depthwise-separable convolution needs $k^2 c_\text{in} + c_\text{in} c_\text{out}$ weights instead of
 #   $k^2 c_\text{in} c_\text{out}$.
 # - A small CNN with BatchNorm and pooling learns the shapes in seconds, where an MLP on pixels cannot.
+# - A convolution's forward pass costs $2\,c_\text{out} H_\text{out} W_\text{out} \cdot (c_\text{in}/g)\,k^2$
+#   FLOPs: the output size, not the input size, sets the count.
 #
 # ## Further exercises (not graded)
 #

@@ -18,17 +18,18 @@
 # - write a warmup + cosine learning-rate schedule and drive an optimiser with it through `LambdaLR`;
 # - clip gradients by their global norm exactly as `torch.nn.utils.clip_grad_norm_` does;
 # - split a model's parameters into groups with and without weight decay;
-# - train with a one-cycle schedule stepped every batch by `dlcourse.fit`.
+# - train with a one-cycle schedule stepped every batch by `dlcourse.fit`;
+# - predict how much memory an optimiser's state takes next to the model's own parameters.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
 # it: it passes when it finishes without an error. Don't edit the test cells; the grader runs its own copy of
 # them, and some extra hidden tests. `dlcourse check labs/lab04_optimizers.ipynb` tells you what passes.
 #
-# **Time.** About 60–90 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
+# **Time.** About 70–100 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
 #
-# **Points.** 10 in all: AdamW step 3, warmup + cosine 2, gradient clipping 2, parameter groups 2, one-cycle
-# training 1.
+# **Points.** 11 in all: AdamW step 3, warmup + cosine 2, gradient clipping 2, parameter groups 2, one-cycle
+# training 1, the memory of an optimiser's state (predict, then measure) 1.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
 import importlib.util
@@ -49,7 +50,7 @@ from torch import nn
 
 import dlcourse
 
-from dlcourse.grading.checks import check_accuracy, check_close, check_equal, forbid
+from dlcourse.grading.checks import check_accuracy, check_close, check_equal, check_prediction, forbid
 
 cfg = dlcourse.setup(seed=0)
 
@@ -108,21 +109,20 @@ def trained_with(make_optimizer, num_steps: int, seed: int = 0, dtype: torch.dty
 # %% [markdown] nbgrader={"grade": false, "grade_id": "adamw-instructions", "locked": true, "schema_version": 3, "solution": false}
 # ## Exercise 1: the AdamW step (3 points)
 #
-# `MyAdamW` below is a complete `torch.optim.Optimizer` except for the update itself. For each parameter `p`
-# with gradient `g = p.grad`, state `m = state["exp_avg"]`, `v = state["exp_avg_sq"]` (both start at zero) and
-# step counter `state["step"]` (starts at 0), one AdamW step is:
+# `MyAdamW` below is a complete `torch.optim.Optimizer` except for the update itself. Complete it so that it
+# trains exactly like `torch.optim.AdamW` with the same hyperparameters, over many steps and with several
+# parameter groups. At step $t = 1, 2, \dots$, with gradient $g_t$ and per coordinate, AdamW keeps the moving
+# averages $m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t$ and $v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2$ (both start
+# at zero) and updates
 #
-# 1. `t = state["step"] + 1`, and store it back in `state["step"]`;
-# 2. **decoupled weight decay**: $p \leftarrow (1 - \mathrm{lr}\cdot\mathrm{wd})\,p$ — applied to the weights
-#    directly, *not* added to the gradient;
-# 3. moving averages: $m \leftarrow \beta_1 m + (1-\beta_1) g$ and $v \leftarrow \beta_2 v + (1-\beta_2) g^2$
-#    (update the tensors **in place**, e.g. `m.mul_(beta1).add_(...)`, so the state keeps them);
-# 4. **bias correction**: $\hat m = m / (1-\beta_1^t)$, $\hat v = v / (1-\beta_2^t)$;
-# 5. the step: $p \leftarrow p - \mathrm{lr}\cdot \hat m / (\sqrt{\hat v} + \epsilon)$.
+# $$p_t = (1 - \mathrm{lr}\cdot\mathrm{wd})\,p_{t-1} - \mathrm{lr}\,\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon},
+#   \qquad \hat m_t = \frac{m_t}{1-\beta_1^t},\quad \hat v_t = \frac{v_t}{1-\beta_2^t}:$$
 #
-# All operations are per coordinate, and `p` must be changed in place (`p.mul_`, `p.sub_`, ...): the model
-# holds that very tensor. `step()` already runs under `torch.no_grad()`. The test compares your optimiser with
-# `torch.optim.AdamW` over many steps (PyTorch's Adam and AdamW are switched off while yours runs).
+# the weight decay is *decoupled* (it shrinks the weights and never enters $m$ or $v$), and the divisions
+# correct the averages' bias towards their zero start. The state entries `exp_avg` ($m$), `exp_avg_sq` ($v$)
+# and `step` ($t$, an int) are created for you under PyTorch's names; keep them up to date (the tests read
+# them), and change `p` in place: the model holds that very tensor. `step()` already runs under
+# `torch.no_grad()`. PyTorch's Adam and AdamW are switched off while yours runs.
 
 # %% nbgrader={"grade": false, "grade_id": "adamw-answer", "locked": false, "schema_version": 3, "solution": true}
 class MyAdamW(torch.optim.Optimizer):
@@ -337,15 +337,13 @@ check_close("warmup 13 of 101 steps, min_lr 0.01, and 19 steps past the end",
 # %% [markdown] nbgrader={"grade": false, "grade_id": "clip-instructions", "locked": true, "schema_version": 3, "solution": false}
 # ## Exercise 3: clipping by global norm (2 points)
 #
-# Write `clip_grad_norm(parameters, max_norm)`, your own `torch.nn.utils.clip_grad_norm_`:
-#
-# 1. collect the gradients of the parameters that have one (`p.grad is not None`); `parameters` may be a
-#    generator such as `model.parameters()`, so loop over it only once;
-# 2. the **global** norm is the L2 norm of all gradients together, $G = \sqrt{\sum_p \|g_p\|^2}$ — one number for
-#    the whole model, not one per tensor (`torch.linalg.vector_norm` computes $\|g_p\|$);
-# 3. multiply every gradient **in place** by `min(1, max_norm / (G + 1e-6))`: gradients already within the limit
-#    are left as they are (never scaled up); larger ones keep their direction and get norm `max_norm`;
-# 4. return $G$, the norm *before* clipping, as a 0-dim tensor.
+# Write `clip_grad_norm(parameters, max_norm)`, your own `torch.nn.utils.clip_grad_norm_`, with the same
+# results: afterwards the **global** norm of the gradients, $G = \sqrt{\sum_p \|g_p\|^2}$ over all tensors
+# together (one number for the whole model, not one per tensor), is at most `max_norm`. Gradients within the
+# limit stay as they are (never scaled up); larger ones keep their direction: all are scaled, **in place**, by
+# the one factor `min(1, max_norm / (G + 1e-6))` that PyTorch uses. Return $G$ before clipping, as a 0-dim
+# tensor. Parameters without a gradient (`p.grad is None`) are skipped, and `parameters` may be a generator such
+# as `model.parameters()`, which can be looped over only once.
 #
 # `torch.nn.utils.clip_grad_norm_` and its helpers are switched off while the tests call your function.
 
@@ -530,15 +528,10 @@ check_equal("a model without 1-D parameters still gives two groups, the second e
 # %% [markdown] nbgrader={"grade": false, "grade_id": "one-cycle-instructions", "locked": true, "schema_version": 3, "solution": false}
 # ## Exercise 5: one-cycle training with `dlcourse.fit` (1 point)
 #
-# Write `train_one_cycle(model, train_loader, val_loader, num_epochs, max_lr)` that
-#
-# 1. creates `torch.optim.AdamW(model.parameters(), lr=max_lr)`;
-# 2. creates `torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=...)` — one scheduler
-#    step per **batch**, so the total is `num_epochs * len(train_loader)`;
-# 3. trains with `dlcourse.fit(model, optimizer, train_loader, val_loader, num_epochs=num_epochs,
-#    scheduler=scheduler, scheduler_step=..., progress=False)`, choosing `scheduler_step` so the scheduler is
-#    stepped after every batch;
-# 4. returns the `History` that `fit` returns.
+# Write `train_one_cycle(model, train_loader, val_loader, num_epochs, max_lr)`: train `model` with
+# `dlcourse.fit` for `num_epochs` epochs (no progress bar) with `torch.optim.AdamW` under PyTorch's `OneCycleLR`
+# schedule peaking at `max_lr`, where the one cycle spans the whole run and the lr changes after every batch;
+# return the `History` that `fit` returns.
 #
 # The test checks the learning rate `fit` recorded at the start of each epoch against one-cycle's, and that an
 # MLP on the digits learns.
@@ -605,6 +598,84 @@ check_close("a linear model, 2 epochs of 6 batches, max_lr=0.05: the lr at the s
             expected=_one_cycle_epoch_lrs(2, 6, 0.05), rtol=1e-6)
 ### END HIDDEN TESTS
 
+# %% [markdown] nbgrader={"grade": false, "grade_id": "state-bytes-instructions", "locked": true, "schema_version": 3, "solution": false}
+# ## Exercise 6: predict, then measure: the memory of an optimiser's state (1 point)
+#
+# An optimiser's state lives next to the model for the whole run, and for large models it takes more memory than
+# the weights themselves. Write `optimizer_state_bytes(num_parameters, optimizer, bytes_per_value=4)`: your
+# prediction of the bytes held by the tensors in an optimiser's state after its first step, for a model with
+# `num_parameters` parameters stored with `bytes_per_value` bytes each (4 for float32, 2 for bfloat16), where
+# `optimizer` is one of
+#
+# - `"sgd"`: `torch.optim.SGD(params, lr=0.1)`;
+# - `"momentum"`: `torch.optim.SGD(params, lr=0.1, momentum=0.9)`;
+# - `"adamw"`: `torch.optim.AdamW(params)`.
+#
+# Return a number. It is a prediction: stepping PyTorch's optimisers and reading their state are switched off
+# while the test calls it. The test then measures the bytes of every tensor in `optimizer.state_dict()["state"]`
+# after one step. Your prediction passes when it is within **1 %** of the measurement (so anything smaller than
+# 1 % of the total may be left out), for an MLP in float32 here and for other models in the hidden tests.
+
+# %% nbgrader={"grade": false, "grade_id": "state-bytes-answer", "locked": false, "schema_version": 3, "solution": true}
+def optimizer_state_bytes(num_parameters: int, optimizer: str, bytes_per_value: int = 4) -> float:
+    """Predicted bytes of the tensors in the optimiser's state after one step ("sgd", "momentum" or "adamw")."""
+    ### BEGIN SOLUTION
+    buffers_per_parameter = {"sgd": 0, "momentum": 1, "adamw": 2}[optimizer]   # none; velocity; m and v
+    return buffers_per_parameter * num_parameters * bytes_per_value           # (AdamW's step counters: tiny)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "state-bytes-tests", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+MEASURING = ((torch.optim.Optimizer, "state_dict"), (torch.optim.SGD, "step"), (torch.optim.AdamW, "step"),
+             (torch.optim.Adam, "step"))
+NO_MEASURING = ("predict from the sizes: stepping torch.optim's optimisers and reading their state are switched "
+                "off while the test calls optimizer_state_bytes")
+MAKE_OPTIMIZER = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.1),
+                  "momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+                  "adamw": lambda ps: torch.optim.AdamW(ps)}
+
+
+def _predicted(*args):
+    with forbid(MEASURING, NO_MEASURING):
+        return optimizer_state_bytes(*args)
+
+
+def _measured_state_bytes(model, optimizer):
+    """Bytes of all tensors in the optimiser's state_dict after one step on a random batch."""
+    opt = MAKE_OPTIMIZER[optimizer](model.parameters())
+    first = next(model.parameters())
+    X = torch.randn(4, model[1].in_features, generator=torch.Generator().manual_seed(0)).to(first.dtype)
+    model(X).float().pow(2).mean().backward()
+    opt.step()
+    return sum(t.numel() * t.element_size() for state in opt.state_dict()["state"].values()
+               for t in state.values() if isinstance(t, torch.Tensor))
+
+
+def _mlp(sizes, dtype=torch.float32):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return dlcourse.models.mlp(sizes[0], sizes[1:-1], sizes[-1]).to(dtype)
+
+
+_n = sum(p.numel() for p in _mlp([64, 128, 10]).parameters())
+print(f"an MLP 64 -> 128 -> 10 has {_n:,} parameters")
+for _kind in ("sgd", "momentum", "adamw"):
+    check_prediction(f"{_kind}, MLP 64 -> 128 -> 10 in float32", _predicted(_n, _kind),
+                     expected=_measured_state_bytes(_mlp([64, 128, 10]), _kind), rtol=0.01,
+                     hint="how many tensors of the parameters' size does each optimiser keep per parameter "
+                          "tensor? Plain SGD keeps nothing; momentum keeps its velocity; AdamW ...")
+print("optimizer_state_bytes: visible tests passed")
+
+### BEGIN HIDDEN TESTS
+_sizes = [100, 200, 200, 10]
+_n = sum(p.numel() for p in _mlp(_sizes).parameters())
+for _kind, _dtype, _bytes in [("adamw", torch.bfloat16, 2), ("momentum", torch.bfloat16, 2),
+                              ("adamw", torch.float64, 8)]:
+    check_prediction(f"{_kind}, MLP {_sizes} in {_dtype}", _predicted(_n, _kind, _bytes),
+                     expected=_measured_state_bytes(_mlp(_sizes, _dtype), _kind), rtol=0.01,
+                     hint="the state's buffers have the parameters' dtype: use bytes_per_value")
+### END HIDDEN TESTS
+
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false}
 # ## Summary
 #
@@ -615,6 +686,8 @@ check_close("a linear model, 2 epochs of 6 batches, max_lr=0.05: the lr at the s
 # - Parameter groups let one optimiser treat parameters differently: no weight decay for 1-D tensors.
 # - Schedules that change every batch (one-cycle, warmup + cosine) need `scheduler_step="batch"` in
 #   `dlcourse.fit`.
+# - Optimiser state costs memory: nothing for plain SGD, one copy of the parameters for momentum, two for
+#   Adam and AdamW (plus a step counter per tensor).
 #
 # ## Further exercises (not graded)
 #

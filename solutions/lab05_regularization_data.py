@@ -16,7 +16,8 @@
 # - write label-smoothed cross-entropy from log-probabilities and match `F.cross_entropy(label_smoothing=...)`;
 # - mix a batch of images and labels (mixup) and match `torchvision.transforms.v2.MixUp`;
 # - write an early-stopping callback for `dlcourse.fit` that restores the best weights;
-# - counter class imbalance with class weights for the loss and with a balanced `WeightedRandomSampler`.
+# - counter class imbalance with class weights for the loss and with a balanced `WeightedRandomSampler`;
+# - predict the lowest loss that label smoothing allows, and see training reach it.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
@@ -24,9 +25,10 @@
 # them, and some extra hidden tests. `dlcourse check labs/lab05_regularization_data.ipynb` tells you what
 # passes.
 #
-# **Time.** About 60–90 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
+# **Time.** About 70–100 minutes. Every cell runs in seconds on a laptop CPU at any scale; no GPU needed.
 #
-# **Points.** 10 in all: label smoothing 2, mixup 2, early stopping 3, class weights 1, balanced sampler 2.
+# **Points.** 11 in all: label smoothing 2, mixup 2, early stopping 3, class weights 1, balanced sampler 2, the
+# lowest label-smoothed loss (predict, then measure) 1.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
 import importlib.util
@@ -49,7 +51,7 @@ from torchvision.transforms import v2
 
 import dlcourse
 
-from dlcourse.grading.checks import check_close, check_equal, check_true, forbid
+from dlcourse.grading.checks import check_close, check_equal, check_prediction, check_true, forbid
 
 cfg = dlcourse.setup(seed=0)
 # The label-smoothing tests switch torch's cross-entropy off while they call your function.
@@ -69,10 +71,10 @@ NO_BUILTIN_CE = ("write this from torch.log_softmax and tensor operations: F.cro
 # The true class gets $1 - \varepsilon + \varepsilon/C$ and **every** class, the true one included, gets
 # $\varepsilon / C$ on top (not $\varepsilon/(C-1)$ spread over the wrong ones only: that is a different loss).
 #
-# Write `label_smoothed_cross_entropy(logits, y, eps)`. Get $\log \hat p$ from `torch.log_softmax(logits,
-# dim=1)` (never `softmax(...).log()`, which gives `-inf` on large logits), build $q$ with `F.one_hot`, and
-# return the batch mean as a 0-dim tensor. `F.cross_entropy` and `F.nll_loss` are switched off while the tests
-# call your function.
+# Write `label_smoothed_cross_entropy(logits, y, eps)`, returning $L$ as a 0-dim tensor in the dtype of
+# `logits`. It must equal `F.cross_entropy(logits, y, label_smoothing=eps)`, gradients included, and stay
+# finite and right for logits in the thousands, where `softmax(...).log()` gives `-inf`. `torch.log_softmax` is
+# allowed; `F.cross_entropy` and `F.nll_loss` are switched off while the tests call your function.
 
 # %% nbgrader={"grade": false, "grade_id": "label-smoothing-answer", "locked": false, "schema_version": 3, "solution": true}
 def label_smoothed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -185,11 +187,11 @@ check_close("at logits = log q the loss is the entropy of q", _l, expected=-(_q 
 #   \tilde y_i = \lambda\,\mathrm{onehot}(y_i) + (1 - \lambda)\,\mathrm{onehot}(y_{\text{perm}[i]}).$$
 #
 # Write `mixup(X, y, lam, perm, num_classes)` returning `(X_mix, y_mix)`. `X` has any shape `(N, ...)`
-# (images `(N, C, H, W)` or features `(N, d)`); `y_mix` is a float tensor `(N, num_classes)` whose rows sum to
-# 1 (`F.one_hot` gives int64: convert it). Indexing with `perm` (`X[perm]`) pairs the examples. Don't modify `X`
-# or `y` in place. In training, `lam` is drawn from $\mathrm{Beta}(\alpha, \alpha)$ and `perm` is random; here
-# they are arguments, so that the tests can compare with torchvision's `v2.MixUp`, which pairs each example
-# with the previous one (`perm = torch.arange(N).roll(1)`).
+# (images `(N, C, H, W)` or features `(N, d)`) and `X_mix` has its shape and dtype; `y_mix` is a float
+# tensor `(N, num_classes)` whose rows sum to 1. `X` and `y` must be left as they are. In training, `lam` is
+# drawn from $\mathrm{Beta}(\alpha, \alpha)$ and `perm` is random; here they are arguments, so that the tests
+# can compare with torchvision's `v2.MixUp`, which pairs each example with the previous one
+# (`perm = torch.arange(N).roll(1)`).
 
 # %% nbgrader={"grade": false, "grade_id": "mixup-answer", "locked": false, "schema_version": 3, "solution": true}
 def mixup(X: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor,
@@ -288,17 +290,15 @@ check_close("16 images, 10 classes: same as v2.MixUp",
 # stops training when a callback returns `True`. `history.last` is the latest epoch's record, a dict with the
 # keys `epoch` (1, 2, ...), `train_loss`, `train_acc`, `val_loss`, `val_acc`, `lr` and `seconds`.
 #
-# Complete `EarlyStopping(model, patience, min_delta)`:
-# - `__init__` keeps the model and the settings, and starts with `best_loss = float("inf")`, `best_epoch = 0`,
-#   no saved weights, and no epochs without improvement.
-# - `__call__(history)`: the epoch **improves** when `val_loss < best_loss - min_delta`. Then record the loss
-#   and the epoch, save a copy of the weights, reset the count, and return `False`. Otherwise count one more
-#   epoch without improvement; when that count reaches `patience`, restore the best weights and return `True`;
-#   else return `False`.
-# - `restore()` loads the saved weights back into the model (and does nothing if none were saved).
+# Complete `EarlyStopping(model, patience, min_delta)` so that:
+# - an epoch **improves** when its `val_loss < best_loss - min_delta`; the callback exposes `best_loss` and
+#   `best_epoch`, the best validation loss and its epoch so far (`float("inf")` and 0 before any epoch);
+# - called after an epoch, it returns `True` (stop) once `patience` epochs in a row have not improved, and
+#   then the model holds the weights of the best epoch again; otherwise it returns `False`;
+# - `restore()` puts the best weights seen so far back into the model (and does nothing before any epoch).
 #
-# The trap: `model.state_dict()` returns the model's **live** tensors, which training keeps changing. Saving
-# it without copying means "restoring" loads the latest weights. Save `copy.deepcopy(model.state_dict())`.
+# The trap: `model.state_dict()` returns the model's **live** tensors, which training keeps changing. A saved
+# state that is not a copy "restores" the latest weights.
 
 # %% nbgrader={"grade": false, "grade_id": "early-stopping-answer", "locked": false, "schema_version": 3, "solution": true}
 class EarlyStopping:
@@ -469,8 +469,8 @@ check_equal("__call__ returns True or False (not None)", [type(a).__name__ for a
 # Each class then contributes the same total weight ($n_c w_c = N / C$), and a perfectly balanced data set gets
 # all weights equal to 1. Passed as `F.cross_entropy(logits, y, weight=w)`, rare classes count more in the loss.
 #
-# Write `class_weights(y, num_classes)` returning the `(num_classes,)` float32 tensor of $w_c$. Every class
-# occurs at least once in `y`. `torch.bincount(y, minlength=num_classes)` counts the labels.
+# Write `class_weights(y, num_classes)` returning the `(num_classes,)` float32 tensor of $w_c$, without loops
+# over the examples. Every class occurs at least once in `y`.
 
 # %% nbgrader={"grade": false, "grade_id": "class-weights-answer", "locked": false, "schema_version": 3, "solution": true}
 def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -586,11 +586,72 @@ check_equal("works without a generator", len(list(balanced_sampler(torch.tensor(
             hint="generator=None must work (torch's global generator)")
 ### END HIDDEN TESTS
 
+# %% [markdown] nbgrader={"grade": false, "grade_id": "loss-floor-instructions", "locked": true, "schema_version": 3, "solution": false}
+# ## Exercise 6: predict, then measure: how low can a label-smoothed loss go? (1 point)
+#
+# Plain cross-entropy can be driven towards 0 by ever larger logits. With label smoothing (exercise 1) it cannot:
+# the loss has a floor above 0, and a training curve that flattens there has nothing left to learn.
+#
+# Write `smoothed_loss_floor(eps, num_classes)`: your prediction of the smallest value that
+# `F.cross_entropy(logits, y, label_smoothing=eps)` can take for one example among `num_classes` classes, over
+# all possible logits, as a Python float. It is a prediction: PyTorch's cross-entropy and optimisers are
+# switched off while the test calls it. The test then **measures** the floor by training the logits of one
+# example directly (Adam, 300 steps). Your prediction passes when it is within **1 %** of the measurement, for
+# `eps=0.1` and 10 classes here and for other settings in the hidden tests.
+
+# %% nbgrader={"grade": false, "grade_id": "loss-floor-answer", "locked": false, "schema_version": 3, "solution": true}
+def smoothed_loss_floor(eps: float, num_classes: int) -> float:
+    """Predicted minimum over all logits of the label-smoothed cross-entropy of one example (0 < eps < 1)."""
+    ### BEGIN SOLUTION
+    q_true = 1 - eps + eps / num_classes           # the smoothed target q; the loss is smallest when p = q,
+    q_other = eps / num_classes                    # where it equals the entropy of q
+    return -(q_true * np.log(q_true) + (num_classes - 1) * q_other * np.log(q_other)).item()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "loss-floor-tests", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+MEASURING = CROSS_ENTROPY_FUNCTIONS + ((torch.optim.Adam, "step"), (torch.optim.SGD, "step"),
+                                       (torch.optim.AdamW, "step"), (torch.optim.LBFGS, "step"))
+NO_MEASURING = ("predict with a formula: PyTorch's cross-entropy and optimisers are switched off while the test "
+                "calls smoothed_loss_floor")
+
+
+def _predicted(*args):
+    with forbid(MEASURING, NO_MEASURING):
+        return smoothed_loss_floor(*args)
+
+
+def _measured_floor(eps, num_classes, num_steps=300):
+    """The label-smoothed loss of one example (label 0) after training its logits directly with Adam."""
+    logits = torch.zeros(1, num_classes, requires_grad=True)
+    y = torch.zeros(1, dtype=torch.int64)
+    optimizer = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(num_steps):
+        loss = F.cross_entropy(logits, y, label_smoothing=eps)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return F.cross_entropy(logits, y, label_smoothing=eps).item()
+
+
+check_prediction("the floor for eps=0.1 and 10 classes", _predicted(0.1, 10), expected=_measured_floor(0.1, 10),
+                 rtol=0.01, hint="the loss is a cross-entropy between the target q and the prediction p: for which "
+                                 "p is it smallest, and what is its value there?")
+print("smoothed_loss_floor: visible tests passed")
+
+### BEGIN HIDDEN TESTS
+for _eps, _c in [(0.2, 5), (0.05, 1000), (0.02, 50)]:
+    check_prediction(f"the floor for eps={_eps} and {_c} classes", _predicted(_eps, _c),
+                     expected=_measured_floor(_eps, _c), rtol=0.01,
+                     hint="the prediction must be a function of eps and num_classes")
+### END HIDDEN TESTS
+
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false}
 # ## Summary
 #
 # - Label smoothing trains against $q = (1 - \varepsilon)\,\mathrm{onehot}(y) + \varepsilon / C$; computed from
-#   `log_softmax` it is stable and matches `F.cross_entropy(label_smoothing=ε)`.
+#   `log_softmax` it is stable and matches `F.cross_entropy(label_smoothing=ε)`. Its minimum is the entropy of
+#   $q$, reached when the predicted distribution equals $q$: above 0, whatever the logits.
 # - Mixup blends inputs and one-hot labels with the same weight; the loss takes the soft labels as targets.
 # - An early-stopping callback tracks the best validation loss, keeps a deep copy of those weights, and stops
 #   after `patience` epochs without improvement, restoring them.

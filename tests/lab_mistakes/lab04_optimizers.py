@@ -1,4 +1,4 @@
-"""Plausible mistakes in lab 04 and the exact total each must score (out of 10), for tests/test_labs.py.
+"""Plausible mistakes in lab 04 and the exact total each must score (out of 11), for tests/test_labs.py.
 
 Each entry: ({answer grade_id: wrong source}, expected total). Answers not named come from the solution.
 """
@@ -90,16 +90,30 @@ def train_one_cycle(model, train_loader, val_loader, num_epochs, max_lr):
     return dlcourse.fit(model, optimizer, train_loader, val_loader, num_epochs=num_epochs, scheduler=scheduler,
                         progress=False)'''
 
+# AdamW counted with one buffer per parameter, like momentum: it keeps two (m and v).
+ADAMW_ONE_BUFFER = '''\
+def optimizer_state_bytes(num_parameters, optimizer, bytes_per_value=4):
+    return (0 if optimizer == "sgd" else 1) * num_parameters * bytes_per_value'''
+
+# Every state tensor taken as float32, whatever the parameters' dtype.
+STATE_ALWAYS_FLOAT32 = '''\
+def optimizer_state_bytes(num_parameters, optimizer, bytes_per_value=4):
+    return {"sgd": 0, "momentum": 1, "adamw": 2}[optimizer] * num_parameters * 4'''
+
 # Totals are exact: a test cell's points are shared among its checks by weight (see dlcourse.grading.checks).
 MISTAKES = [
     # AdamW 1/3 of 3 (only "weight_decay=0 equals Adam" passes); everything else full.
-    ({"adamw-answer": L2_INSTEAD_OF_DECOUPLED}, 7 + 1 / 3),
+    ({"adamw-answer": L2_INSTEAD_OF_DECOUPLED}, 8 + 1 / 3),
     # AdamW 1/3 of 3 (m is still right after one step); clipping 10/11 of 2 (the unclipped case and both
     # 0-dim checks pass).
-    ({"adamw-answer": NO_BIAS_CORRECTION, "clip-answer": PER_TENSOR_CLIPPING}, 5 + 1 / 3 + 10 / 11),
+    ({"adamw-answer": NO_BIAS_CORRECTION, "clip-answer": PER_TENSOR_CLIPPING}, 6 + 1 / 3 + 10 / 11),
     # warmup + cosine 3/5 of 2 (the float, min_lr and no-warmup checks pass); param groups 1/3 of 2 (only the
     # model without 1-D parameters).
-    ({"warmup-cosine-answer": WARMUP_OFF_BY_ONE, "param-groups-answer": BIAS_BY_NAME}, 6 + 3 / 5 + 1 / 3),
+    ({"warmup-cosine-answer": WARMUP_OFF_BY_ONE, "param-groups-answer": BIAS_BY_NAME}, 7 + 3 / 5 + 1 / 3),
     # one-cycle 1/5 of 1 (it does return a History).
-    ({"one-cycle-answer": ONE_CYCLE_PER_EPOCH}, 9 + 1 / 5),
+    ({"one-cycle-answer": ONE_CYCLE_PER_EPOCH}, 10 + 1 / 5),
+    # state bytes 3/6 of 1: sgd and momentum right (visible and bfloat16), the three AdamW predictions half.
+    ({"state-bytes-answer": ADAMW_ONE_BUFFER}, 10.5),
+    # state bytes 3/6 of 1: the three float32 predictions pass, bfloat16 and float64 ones do not.
+    ({"state-bytes-answer": STATE_ALWAYS_FLOAT32}, 10.5),
 ]
