@@ -20,7 +20,8 @@
 # - split a dataset between ranks exactly as `DistributedSampler` does: shuffle per epoch, pad, stride;
 # - write a complete DDP training script, launch it with `torchrun` on 2 processes, and save a checkpoint from
 #   rank 0;
-# - shard a parameter between ranks and gather it back with `all_gather`, the core move of FSDP.
+# - shard a parameter between ranks and gather it back with `all_gather`, the core move of FSDP;
+# - predict how many bytes each rank sends in a DDP step with a ring all-reduce, before measuring it.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
@@ -36,10 +37,11 @@
 # Every process in this lab computes on the CPU, even on a GPU machine: the tests compare your ranks' results
 # with one CPU process to float32 rounding, and CPU results are the same on every machine.
 #
-# **Time.** About 60–90 minutes. Every test runs in seconds on a laptop CPU (the first `run_local` and a
+# **Time.** About 75–100 minutes. Every test runs in seconds on a laptop CPU (the first `run_local` and a
 # `torchrun` launch take a few seconds to start); no GPU needed.
 #
-# **Points.** 10 in all: gradient all-reduce 2, sharded sampler 3, DDP training script 3, parameter sharding 2.
+# **Points.** 12 in all: gradient all-reduce 2, sharded sampler 3, DDP training script 3, parameter sharding 2,
+# predicting a step's traffic 2.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 import importlib.util
@@ -64,7 +66,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorData
 import dlcourse
 import dlcourse.distributed as dd
 
-from dlcourse.grading.checks import check_close, check_equal, forbid
+from dlcourse.grading.checks import check_close, check_equal, check_prediction, forbid
 
 cfg = dlcourse.setup(seed=0)
 run_tmp = tempfile.TemporaryDirectory(prefix="lab09-")   # your script and what it saves; removed at exit
@@ -90,10 +92,10 @@ def run_script(path, nproc=2, args=()):
 # and calls `backward()`. Now each rank's `.grad` is the gradient of *its* shard only. With equal shards and a
 # mean loss, the gradient of the whole batch is the **mean of the ranks' gradients**.
 #
-# Write `average_gradients(model)`: for every parameter that has a gradient, sum `p.grad` over all ranks with
-# `dist.all_reduce(tensor, op=dist.ReduceOp.SUM)` (it works in place: afterwards every rank holds the sum), then
-# divide it by the number of ranks, `dist.get_world_size()`. Skip parameters whose `.grad` is `None` (frozen or
-# unused ones). Every rank calls the function, after `backward()` and before `optimizer.step()`.
+# Write `average_gradients(model)`: afterwards every parameter's `.grad` holds, on every rank, the mean over all
+# ranks of that parameter's gradient, in place. Parameters whose `.grad` is `None` (frozen or unused ones) stay
+# as they are. It must work for any number of ranks. Every rank calls the function, after `backward()` and before
+# `optimizer.step()`. (`dist.all_reduce` combines a tensor over all ranks, in place; look at its `op` argument.)
 
 # %% nbgrader={"grade": false, "grade_id": "allreduce-answer", "locked": false, "schema_version": 3, "solution": true}
 def average_gradients(model: nn.Module) -> None:
@@ -224,17 +226,19 @@ print("ShardedSampler: visible tests passed")
 #
 # The cell below writes a training script to a file (`%%writefile`); the test cell launches it with `torchrun`
 # on 2 processes. Fill in `train(env, out_dir)`: it receives `env` from `dd.init()` (`env.rank`,
-# `env.world_size`, `env.is_main`) and must
+# `env.world_size`, `env.is_main`). What it must achieve:
 #
-# 1. give each rank its share of `dataset` with a `DistributedSampler(dataset, num_replicas=env.world_size,
-#    rank=env.rank, shuffle=True, seed=0)` and a `DataLoader(dataset, batch_size=BATCH_SIZE, sampler=...)`;
-# 2. wrap `net` in `DistributedDataParallel` (keep the name `net` for the plain model: DDP shares its
-#    parameters, so `net` ends up trained) and create `torch.optim.SGD(..., lr=LR)`;
-# 3. train for `NUM_EPOCHS` epochs; **at the start of each epoch** call `sampler.set_epoch(epoch)` and append
-#    `list(sampler)` (the indices this rank takes in that epoch) to `seen`; in every step: forward, mean
-#    cross-entropy, `zero_grad`, `backward`, `step`, and append `loss.item()` to `losses`;
-# 4. after training, save the plain model's `state_dict()` (no `module.` prefix) to `f"{out_dir}/model.pt"`
-#    **on rank 0 only**, then make every rank wait at `dist.barrier()`.
+# - `net` is trained data-parallel with `DistributedDataParallel` for `NUM_EPOCHS` epochs of plain
+#   `torch.optim.SGD(lr=LR)` on the mean cross-entropy, one step per batch of `BATCH_SIZE` examples per rank, so
+#   that every rank ends with the model one process would get from the same global batches. (DDP shares `net`'s
+#   parameters: keep the name `net` for the plain model, and it ends up trained.)
+# - Each rank reads its own share of `dataset`, reshuffled every epoch, exactly as
+#   `DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=0)` gives it
+#   (the test's one-process reference uses that sampler).
+# - `seen[epoch]` is the list of dataset indices this rank takes in that epoch, and `losses` this rank's loss (a
+#   float) at every step, in order.
+# - When training is over, `f"{out_dir}/model.pt"` holds the plain model's `state_dict()` (keys without DDP's
+#   `module.` prefix), written by rank 0 only, and no rank returns before it is written.
 #
 # The test compares the final parameters of both ranks with one process trained on the same global batches,
 # checks the indices each rank took, and loads rank 0's checkpoint. If the launch fails, the error shows the
@@ -359,14 +363,13 @@ print("train_ddp.py: visible tests passed")
 # DDP keeps a full copy of every parameter on every rank. Fully sharded data parallelism (FSDP) keeps only a
 # piece on each rank and gathers the full tensor just before it is needed. Write the two halves of that move:
 #
-# - `shard(tensor, rank, world_size)`: flatten `tensor`, pad it with zeros **at the end** to a multiple of
-#   `world_size` elements, cut it into `world_size` equal pieces, and return piece number `rank` as a new 1-D
-#   tensor of `ceil(numel / world_size)` elements (e.g. `.clone()`, so it owns its memory). Pure computation,
-#   no communication. (`F.pad(flat, (0, extra))` pads a 1-D tensor; `chunk` or slicing cuts it.)
-# - `unshard(piece, shape)`: every rank calls it with its own piece. Collect all pieces with
-#   `dist.all_gather(list_of_empty_tensors, piece)` (the list has one tensor like `piece` per rank, filled in
-#   rank order), concatenate them, drop the padding (keep the first `shape.numel()` elements) and reshape to
-#   `shape`.
+# - `shard(tensor, rank, world_size)`: the flattened `tensor`, padded with zeros **at the end** to a multiple of
+#   `world_size` elements and cut into `world_size` equal pieces; return piece number `rank`, a 1-D tensor of
+#   `ceil(numel / world_size)` elements that owns its memory (changing it must not change `tensor`). Pure
+#   computation, no communication.
+# - `unshard(piece, shape)`: every rank calls it with its own piece, and every rank gets back the full tensor of
+#   `shape`, without the padding. (`dist.all_gather(list_of_tensors, piece)` fills a list of one tensor like
+#   `piece` per rank with every rank's piece, in rank order.)
 
 # %% nbgrader={"grade": false, "grade_id": "shard-answer", "locked": false, "schema_version": 3, "solution": true}
 def shard(tensor: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -415,6 +418,119 @@ check_close("(5, 2) on 3 ranks: unshard drops the padding", [full for _, full in
             hint="keep the first shape.numel() elements of the gathered tensor before reshaping")
 print("shard / unshard: visible tests passed")
 
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "traffic-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# ## Exercise 5: predict the traffic of a DDP step (2 points)
+#
+# Predict first, measure second. In every step DDP all-reduces the gradients. NCCL, the library that does it on
+# GPUs, uses a **ring** for large tensors: the `N` ranks stand in a circle and each one only ever sends to its
+# right-hand neighbour and receives from its left-hand one. Each rank cuts its gradient buffer into `N` equal
+# chunks. In `N - 1` rounds of *reduce-scatter*, every rank sends one chunk to the right and adds the chunk
+# arriving from the left into its own copy of that chunk; afterwards each rank holds one chunk summed over all
+# ranks. In `N - 1` rounds of *all-gather*, the summed chunks travel around the ring the same way, one chunk per
+# rank and round, until every rank has all of them.
+#
+# Write `ring_allreduce_bytes(num_params, world_size, dtype)`: the number of bytes **one rank sends** in one DDP
+# training step of a model with `num_params` parameters (a multiple of `world_size`) of dtype `dtype`, as an
+# int. The test cell measures it: it runs one DDP step on `world_size` processes whose gradients are all-reduced
+# by a ring of `dist.isend`/`dist.recv` (a communication hook, `DDP.register_comm_hook`) that counts the bytes
+# each rank sends, and checks that the ring gives every rank the full batch's gradient. Some set-ups are hidden.
+# **Tolerance: exact** (bytes are integers; each set-up is a separate check). Then look at the printed ratio:
+# how does one rank's traffic change between 2 and 1,000 ranks?
+
+# %% nbgrader={"grade": false, "grade_id": "traffic-answer", "locked": false, "schema_version": 3, "solution": true}
+def ring_allreduce_bytes(num_params: int, world_size: int, dtype: torch.dtype) -> int:
+    """Bytes one rank sends to all-reduce num_params gradients of dtype over world_size ranks with a ring."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% nbgrader={"grade": true, "grade_id": "traffic-tests", "locked": true, "points": 2, "schema_version": 3, "solution": false} editable=false deletable=false
+def _ring_all_reduce(flat):
+    """Sum the 1-D tensor ``flat`` over all ranks, in place, with the ring algorithm; return the bytes sent."""
+    rank, n = dist.get_rank(), dist.get_world_size()
+    chunks = flat.tensor_split(n)                               # views into flat
+    right, left = (rank + 1) % n, (rank - 1) % n
+    sent = 0
+    for phase in ("reduce-scatter", "all-gather"):
+        for step in range(n - 1):
+            if phase == "reduce-scatter":
+                out, into = (rank - step) % n, (rank - step - 1) % n
+            else:                                               # rank r holds the summed chunk r + 1 by now
+                out, into = (rank + 1 - step) % n, (rank - step) % n
+            message, received = chunks[out].clone(), torch.empty_like(chunks[into])
+            request = dist.isend(message, right)
+            dist.recv(received, left)
+            request.wait()
+            sent += message.nbytes
+            if phase == "reduce-scatter":
+                chunks[into].add_(received)
+            else:
+                chunks[into].copy_(received)
+    return sent
+
+
+def _mlp(sizes, dtype):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(sizes[0], sizes[1]), nn.Tanh(), nn.Linear(sizes[1], sizes[2])).to(dtype)
+
+
+def _ddp_step_with_a_ring(rank, world_size, sizes, dtype):
+    """One DDP step whose all-reduce is the ring above: (bytes this rank sent, parameters, the gradients are the
+    full batch's)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = _mlp(sizes, dtype)
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(4 * world_size, sizes[0], generator=gen, dtype=dtype)
+    y = torch.randint(0, sizes[2], (4 * world_size,), generator=gen)
+    counted = {"sent": 0}
+
+    def ring_hook(state, bucket):                               # DDP calls it for each bucket of gradients
+        buffer = bucket.buffer()                                # the bucket's gradients, flattened
+        state["sent"] += _ring_all_reduce(buffer)
+        future = torch.futures.Future()
+        future.set_result(buffer.div_(world_size))              # DDP averages: the sum / N
+        return future
+
+    ddp = DDP(model)
+    ddp.register_comm_hook(counted, ring_hook)
+    F.cross_entropy(ddp(X.chunk(world_size)[rank]), y.chunk(world_size)[rank]).backward()
+    full = _mlp(sizes, dtype)
+    F.cross_entropy(full(X), y).backward()
+    same = all(torch.allclose(p.grad, q.grad, atol=1e-6) for p, q in zip(model.parameters(), full.parameters()))
+    return counted["sent"], sum(p.numel() for p in model.parameters()), same
+
+
+def _measured_bytes(world_size, sizes, dtype):
+    """Bytes rank 0 sent in one ring-all-reduced DDP step (every rank sends the same), checked for correctness."""
+    results = dd.run_local(_ddp_step_with_a_ring, world_size, sizes, dtype, echo=False)
+    assert all(same for _, _, same in results), "the test's ring all-reduce gave wrong gradients"
+    return results[0][0], results[0][1]
+
+
+def _predicted_bytes(num_params, world_size, dtype):
+    with forbid([(dd, "run_local"), (dist, "all_reduce"), (dist, "isend"), (dist, "recv")],
+                "predict from the sizes: the tests switch communication off while they call your function"):
+        return ring_allreduce_bytes(num_params, world_size, dtype)
+
+
+for _world_size, _sizes in [(2, (6, 8, 4)), (3, (5, 8, 3))]:
+    _sent, _P = _measured_bytes(_world_size, _sizes, torch.float32)
+    check_prediction(f"{_P} float32 parameters on {_world_size} ranks: bytes one rank sends",
+                     _predicted_bytes(_P, _world_size, torch.float32), expected=_sent, rtol=0.0,
+                     hint="count the rounds (both phases) and the bytes of one chunk: num_params / world_size numbers "
+                          "of dtype.itemsize bytes")
+    print(f"  {_world_size} ranks: one rank sends {_sent / (4 * _P):.2f} x the gradient's {4 * _P} bytes")
+print("ring_allreduce_bytes: visible tests passed")
+
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "traffic-discussion", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# Each rank sends $2\,(N-1)/N$ times the gradient's bytes: the gradient itself on 2 ranks, and never more than
+# twice it, however many ranks there are. (Sending every rank's whole gradient to every other rank would cost
+# $N - 1$ times it.) So the time of DDP's all-reduce is set by the gradient's size and the links' bandwidth, not
+# by the number of ranks, which is why data parallelism scales to many GPUs; its latency, $2\,(N-1)$ rounds,
+# does grow with $N$, which is why NCCL also has tree algorithms.
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Summary
