@@ -19,17 +19,19 @@
 #   clock;
 # - find a data-loading bottleneck with `torch.profiler` and fix it, and prove the fix with a measured speed-up;
 # - profile a model and read the operator with the largest self time from `key_averages()`;
-# - write a training epoch that reads the loss from the device once per epoch instead of once per step.
+# - write a training epoch that reads the loss from the device once per epoch instead of once per step;
+# - predict the floating-point operations of a training step, before counting them with `FlopCounterMode`.
 #
 # **How it works.** Run the setup cell first. Each exercise has an instruction cell, an answer cell and a test
 # cell. Replace `raise NotImplementedError()` in the answer cell with your code, then run the test cell below
 # it: it passes when it finishes without an error. Don't edit the test cells; the grader runs its own copy of
 # them, and some extra hidden tests. `dlcourse check labs/lab10_profiling_compile.ipynb` tells you what passes.
 #
-# **Time.** About 60–90 minutes. Every cell runs in seconds on a laptop CPU; no GPU needed (the GPU parts of
+# **Time.** About 75–100 minutes. Every cell runs in seconds on a laptop CPU; no GPU needed (the GPU parts of
 # the timing harness are tested with a simulated GPU).
 #
-# **Points.** 10 in all: timing harness 3, data-loading bottleneck 3, top operator 2, one read per epoch 2.
+# **Points.** 12 in all: timing harness 3, data-loading bottleneck 3, top operator 2, one read per epoch 2,
+# predicting a step's FLOPs 2.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 import importlib.util
@@ -52,7 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import dlcourse
 
-from dlcourse.grading.checks import check_at_least, check_close, check_equal
+from dlcourse.grading.checks import check_at_least, check_close, check_equal, check_prediction, forbid
 
 cfg = dlcourse.setup(seed=0)
 # One thread: this lab's tensors are small, and timings and profiles are steadier on a busy machine (several
@@ -64,18 +66,16 @@ torch.set_num_threads(1)
 # ## Exercise 1: a timing harness (3 points)
 #
 # Write `time_calls(fn, *, warmup, repeats, device, clock)` that returns the seconds taken by each of `repeats`
-# calls of `fn()`, as a list of `repeats` floats:
+# calls of `fn()`, as a list of `repeats` floats, measuring the steady state:
 #
-# 1. Call `fn()` `warmup` times without timing it: first calls pay one-time costs (memory, kernel selection,
-#    compilation) that a steady-state number must not include.
-# 2. On a GPU (`device.type == "cuda"`), call `torch.cuda.synchronize(device)` after the warm-up. GPU work is
-#    asynchronous: `fn()` only *queues* it. Without this, queued warm-up work would finish during the first
-#    timed call and be counted there.
-# 3. For each of the `repeats` timed calls: read `start = clock()`, call `fn()`, on a GPU synchronise again
-#    (the call is finished only when the GPU says so), then append `clock() - start`.
-#
-# Read the time only with the `clock` argument (default `time.perf_counter`, the clock meant for intervals), and
-# synchronise only when `device.type == "cuda"`: on a machine without CUDA, `torch.cuda.synchronize()` raises.
+# - first calls pay one-time costs (memory, kernel selection, compilation): `warmup` calls of `fn()` come first
+#   and are not timed, and none of their work may be counted in a timed call;
+# - on a GPU (`device.type == "cuda"`) work is asynchronous: `fn()` only *queues* it, and a call has finished
+#   only when the GPU has done its work (`torch.cuda.synchronize(device)` waits for that). Each timing must
+#   contain exactly its own call's work;
+# - read the time only with the `clock` argument (default `time.perf_counter`, the clock meant for intervals),
+#   and synchronise only when `device.type == "cuda"`: on a machine without CUDA, `torch.cuda.synchronize()`
+#   raises.
 #
 # The tests use a **simulated** GPU: a fake `clock`, and a `torch.cuda.synchronize` replaced by one that
 # "finishes" the queued work by moving the fake clock forward. So they can check exactly what your harness
@@ -246,15 +246,12 @@ print("FastNormalized: visible tests passed")
 # %% [markdown] nbgrader={"grade": false, "grade_id": "top-op-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Exercise 3: the most expensive operator (2 points)
 #
-# Write `top_operator(model, X, repeats=5)`: profile `repeats` forward passes of `model` on `X` on the CPU and
-# return the name of the operator with the largest **self** CPU time summed over them, as the string
-# `key_averages()` uses (for example `"aten::relu"`).
-#
-# - Call `model(X)` once *before* profiling (a warm-up: first calls pay one-time costs), then `repeats` times
-#   inside the profiler, all under `torch.no_grad()`. Several passes make the answer robust: on a busy machine,
-#   one pass can be interrupted in the middle of a cheap operator.
-# - Profile with `torch.profiler.profile(activities=[ProfilerActivity.CPU])`.
-# - Each entry of `prof.key_averages()` has `.key` (the name) and `.self_cpu_time_total` (microseconds).
+# Write `top_operator(model, X, repeats=5)`: profile `repeats` forward passes of `model` on `X` on the CPU
+# (inference: no autograd graph) with `torch.profiler`, and return the name of the operator with the largest
+# **self** CPU time summed over them, as the string `key_averages()` uses (for example `"aten::relu"`). One-time
+# costs of a first call must not be in the profile. Several passes make the answer robust: on a busy machine,
+# one pass can be interrupted in the middle of a cheap operator. (Each entry of `prof.key_averages()` has `.key`,
+# the name, and `.self_cpu_time_total`, in microseconds.)
 #
 # Why self time? An operator like `aten::linear` calls others (`aten::addmm`); its *total* time includes theirs,
 # so sorting by total time names the wrapper, not the operator doing the work.
@@ -303,12 +300,10 @@ print("top_operator: visible tests passed")
 # `loss.item()` copies a number from the device to Python. On a GPU it must wait until all queued work has
 # finished, so calling it every step stalls the pipeline. Write `train_epoch(model, optimizer, batches)`:
 #
-# - for each `(X, y)` in `batches`: forward, `F.cross_entropy` (the batch mean), `optimizer.zero_grad()`,
-#   `backward()`, `optimizer.step()`;
-# - return the **mean loss per example** over the epoch, as a Python `float`: the sum over batches of
-#   (batch mean loss × batch size), divided by the number of examples. Batches can have different sizes;
-# - read from the device **once**, at the end: keep the running sum as a tensor (use `loss.detach()`), and call
-#   `.item()` (or `float(...)`) only on the final result.
+# - one optimiser step per `(X, y)` in `batches`, on the batch's mean `F.cross_entropy`;
+# - it returns the epoch's **mean loss per example**, as a Python `float` (batches can have different sizes:
+#   a batch of 7 counts less than one of 16), computed from the losses of the steps themselves;
+# - it reads from the device **once** in the whole epoch, however many batches there are.
 #
 # The test counts device-to-host reads with the profiler: each `.item()`, `float(tensor)` or `if tensor > ...`
 # shows up as an `aten::_local_scalar_dense` call. (It trains with `torch.optim.SGD`; some other optimisers read
@@ -370,6 +365,83 @@ check_equal("one device-to-host read in the whole epoch", _reads, expected=1, we
                  "0 reads means the result was never turned into a Python float")
 print("train_epoch: visible tests passed")
 
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "flops-instructions", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# ## Exercise 5: predict the FLOPs of a training step (2 points)
+#
+# Predict first, measure second. Throughput in TFLOP/s, and how far it is from what the hardware can do, starts
+# from a count of the work. An MLP `Linear(w0, w1) → ReLU → Linear(w1, w2) → ReLU → … → Linear(w_{L-1}, w_L)`
+# makes one training step on a batch of `batch_size` inputs that do **not** require gradients: forward,
+# `F.cross_entropy`, backward (no optimiser step). How many floating-point operations does
+# `torch.utils.flop_counter.FlopCounterMode` count for it? It counts **matrix products only**, 2 FLOPs (a multiply
+# and an add) per multiply-add, so a `(m, k) @ (k, n)` product is `2·m·k·n` FLOPs; bias additions, ReLU and the
+# loss are not counted.
+#
+# Write `mlp_training_flops(batch_size, widths)` with `widths = [w0, w1, ..., w_L]`, returning an int, from the
+# sizes alone (`FlopCounterMode` is switched off while the tests call your function). The test cell counts the
+# real step for several MLPs, some of them hidden. **Tolerance: exact** (the count is an integer; each MLP is a
+# separate check). Before you write it: which matrix products does backward need for one `Linear` layer, and does
+# the first layer need all of them?
+
+# %% nbgrader={"grade": false, "grade_id": "flops-answer", "locked": false, "schema_version": 3, "solution": true}
+def mlp_training_flops(batch_size: int, widths: list) -> int:
+    """FLOPs FlopCounterMode counts for forward + cross-entropy + backward of the MLP with these widths."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% nbgrader={"grade": true, "grade_id": "flops-tests", "locked": true, "points": 2, "schema_version": 3, "solution": false} editable=false deletable=false
+import torch.utils.flop_counter
+
+
+def _mlp_for(widths):
+    torch.manual_seed(0)
+    layers = []
+    for w_in, w_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(w_in, w_out), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])                          # no ReLU after the last Linear
+
+
+def _counted_step(batch_size, widths):
+    """FlopCounterMode's counts for one training step, by phase: {"forward": FLOPs, "backward": FLOPs}."""
+    net = _mlp_for(widths)
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(batch_size, widths[0], generator=gen)
+    y = torch.randint(0, widths[-1], (batch_size,), generator=gen)
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        loss = F.cross_entropy(net(X), y)
+        forward = counter.get_total_flops()
+        loss.backward()
+    return {"forward": forward, "backward": counter.get_total_flops() - forward}
+
+
+def _predicted_flops(batch_size, widths):
+    with forbid([(torch.utils.flop_counter.FlopCounterMode, "__enter__")],
+                "predict from the sizes: FlopCounterMode is switched off while the tests call your function"):
+        return mlp_training_flops(batch_size, list(widths))
+
+
+for _batch_size, _widths in [(32, [64, 128, 10]), (8, [20, 30, 30, 5])]:
+    check_prediction(f"batch {_batch_size}, widths {_widths}: FLOPs of one training step",
+                     _predicted_flops(_batch_size, _widths), expected=sum(_counted_step(_batch_size, _widths).values()),
+                     rtol=0.0,
+                     hint="forward: one (B, w_in) @ (w_in, w_out) product per layer; backward: for each layer the "
+                          "weight's gradient and, except for the first layer, the input's gradient")
+print("mlp_training_flops: visible tests passed")
+
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "flops-look", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+# Not graded: backward against forward, counted, for deeper and deeper MLPs of width 256. Backward needs two
+# products per layer where forward needs one, so it costs twice as much, minus the first layer's input gradient,
+# which matters less as the model grows deeper. This is where the rule "a training step costs 6 FLOPs per
+# parameter and example" comes from: 2 forward + 4 backward.
+
+# %% nbgrader={"grade": false, "grade_id": "flops-table", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
+print(f"{'layers':>6} | {'forward FLOPs':>13} | {'backward FLOPs':>14} | {'backward / forward':>18}")
+for _depth in (1, 2, 4, 16):
+    _phases = _counted_step(64, [256] * (_depth + 1))
+    print(f"{_depth:>6} | {_phases['forward']:>13,} | {_phases['backward']:>14,} | "
+          f"{_phases['backward'] / _phases['forward']:>18.2f}")
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Summary
