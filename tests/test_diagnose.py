@@ -522,6 +522,29 @@ def test_inputs_normalisation_statistics_must_come_from_the_training_split():
     assert any("differ from training inputs" in f.message for f in forgotten.flagged)
 
 
+def test_input_statistics_match_torch_and_constant_features_are_exact():
+    # the inputs check computes moments in two passes (faster than Tensor.std over the examples): same numbers
+    from dlcourse.diagnose.data import _moments, _standardised
+
+    X = torch.randn(300, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2.5 + 7.0
+    flat = X.reshape(len(X), -1)
+    mean, var = _moments(flat, 0)
+    assert torch.allclose(mean, flat.mean(dim=0), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(var.sqrt(), flat.std(dim=0, correction=0), rtol=1e-5, atol=1e-6)
+    channel_mean, channel_var = _moments(X, (0, 2, 3))
+    assert channel_var.shape == (3,)
+    assert torch.allclose(channel_var.sqrt(), X.transpose(0, 1).reshape(3, -1).std(dim=1, correction=0), rtol=1e-5)
+    standard = (X - X.mean(dim=(0, 2, 3), keepdim=True)) / X.std(dim=(0, 2, 3), keepdim=True)
+    assert _standardised(standard) == {"overall": True, "per feature": False, "per channel": True}
+    assert _standardised((flat - flat.mean(0)) / flat.std(0)) == {"overall": True, "per feature": True}
+    # a constant feature whose value has no exact float sum (0.1) is still constant: compared, not computed
+    Xt, _, _, _ = _digits()
+    constant = Xt.clone()
+    constant[:, 5] = 0.1
+    report = _run(_mlp(), _loaders(X=constant)[0], ["inputs"])
+    assert report.get("inputs")[0].evidence["constant_features"] == int((Xt == Xt[:1]).all(0).sum()) + 1
+
+
 # --- leakage -----------------------------------------------------------------------------------------------------
 
 def test_leakage_overlap_and_duplicates():
@@ -708,6 +731,25 @@ def test_non_finite_locates_the_module_the_backward_function_and_the_loss():
     loss = _run(_mlp(), train, ["non_finite"], loss_fn=nan_loss)
     assert "loss function produces it" in loss.flagged[0].message
     assert _severities(_run(_mlp(), train, ["non_finite"]), "non_finite") == ["ok"]
+
+
+def test_non_finite_sees_a_change_in_place_after_the_last_module():
+    # NanWatch skips a container's output when it is the tensor its last module returned, unchanged; a block
+    # that changes that tensor in place must still be named
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(64, 64)
+
+        def forward(self, X):
+            h = self.linear(X)
+            return h.div_(0)                        # the very tensor self.linear returned, now inf/nan
+
+    torch.manual_seed(0)
+    train, _ = _loaders()
+    finding = _run(nn.Sequential(Block(), nn.Linear(64, 10)), train, ["non_finite"]).get("non_finite")[0]
+    assert finding.severity == "error" and finding.evidence["module"] == "0" and finding.evidence["type"] == "Block"
+    assert finding.evidence["inputs_finite"]
 
 
 # --- learning rate -----------------------------------------------------------------------------------------------

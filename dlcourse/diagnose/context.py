@@ -67,10 +67,12 @@ class Context:
 
     @property
     def X(self) -> torch.Tensor:
+        """All scanned training inputs in one tensor: a new copy on each call, so read it once per check."""
         return torch.cat([b[0] for b in self.batches])
 
     @property
     def y(self) -> torch.Tensor:
+        """All scanned training targets in one tensor (a new copy on each call)."""
         return torch.cat([b[1] for b in self.batches])
 
     def fresh(self) -> nn.Module:

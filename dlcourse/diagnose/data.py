@@ -91,12 +91,22 @@ def check_labels(ctx: Context) -> list[Finding]:
     return findings
 
 
-def _standardised(X: torch.Tensor) -> dict[str, bool]:
-    """For each way of normalising (overall, per channel, per feature): are X's statistics exactly 0 and 1?"""
-    def exact(values: torch.Tensor, dims) -> bool:
-        mean = values.mean(dim=dims)
-        std_pop = values.std(dim=dims, correction=0)
-        std_unb = values.std(dim=dims, correction=1)
+def _moments(values: torch.Tensor, dims) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, population variance) of ``values`` over ``dims``, in two passes. As accurate as ``Tensor.std`` and, over
+    the examples of an (N, D) tensor, about 4x faster: torch reduces over a strided dimension slowly."""
+    mean = values.mean(dim=dims, keepdim=True)
+    var = (values - mean).square_().mean(dim=dims)
+    return mean.reshape(var.shape), var
+
+
+def _standardised(X: torch.Tensor, per_feature: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, bool]:
+    """For each way of normalising (overall, per channel, per feature): are X's statistics exactly 0 and 1?
+    ``per_feature`` is (mean, population variance) of each feature of X, when already known."""
+    def exact(values: torch.Tensor, dims, moments=None) -> bool:
+        mean, var = moments if moments is not None else _moments(values, dims)
+        n = values.numel() // max(var.numel(), 1)                    # values behind each statistic
+        std_pop = var.sqrt()
+        std_unb = (var * (n / max(n - 1, 1))).sqrt()
         keep = std_pop > 1e-6                       # constant features stay constant whatever the statistics
         if not bool(keep.any()):
             return False
@@ -106,10 +116,9 @@ def _standardised(X: torch.Tensor) -> dict[str, bool]:
         return bool(hits.double().mean() >= 0.5)
 
     flat = X.reshape(len(X), -1)
-    found = {"overall": exact(flat.reshape(-1, 1), 0), "per feature": exact(flat, 0)}
+    found = {"overall": exact(flat.reshape(-1, 1), 0), "per feature": exact(flat, 0, per_feature)}
     if X.ndim >= 3:
-        channels = X.transpose(0, 1).reshape(X.shape[1], -1).T   # (N * H * W, C)
-        found["per channel"] = exact(channels, 0)
+        found["per channel"] = exact(X, (0, *range(2, X.ndim)))   # X: (N, C, ...), one statistic per channel
     return found
 
 
@@ -132,9 +141,9 @@ def check_inputs(ctx: Context) -> list[Finding]:
                         "fix the data pipeline: a division by a zero std (constant feature), a log of 0, or "
                         "missing values; add a small eps to divisions and impute or drop missing values")]
     rms = float(flat.pow(2).mean().sqrt())
-    feature_std = flat.std(dim=0, correction=0)                       # (D,)
+    feature_mean, feature_var = _moments(flat, 0)                     # (D,), (D,)
     feature_rms = flat.pow(2).mean(dim=0).sqrt()
-    constant = feature_std == 0
+    constant = (flat == flat[:1]).all(dim=0)                          # (D,): the same value in every example
     evidence.update(rms=rms, mean=float(flat.mean()), std=float(flat.std()), min=float(flat.min()),
                     max=float(flat.max()), constant_features=int(constant.sum()), features=flat.shape[1])
     findings = []
@@ -159,7 +168,7 @@ def check_inputs(ctx: Context) -> list[Finding]:
                                 f"{spread:.0f}x the rms of the median feature", evidence,
                                 "standardise each feature with the training set's mean and std"))
     if ctx.val_batches is not None:
-        findings += _compare_splits(ctx, flat, evidence)
+        findings += _compare_splits(ctx, X, flat, (feature_mean, feature_var), evidence)
     if int(constant.sum()):
         findings.append(Finding("inputs", "info", f"{int(constant.sum())} of {flat.shape[1]} input features are "
                                 "constant (they carry no information; harmless, e.g. always-blank pixels)", evidence))
@@ -169,8 +178,10 @@ def check_inputs(ctx: Context) -> list[Finding]:
     return findings
 
 
-def _compare_splits(ctx: Context, flat: torch.Tensor, evidence: dict) -> list[Finding]:
-    """Train vs validation inputs: same scale and location; normalised with the training statistics."""
+def _compare_splits(ctx: Context, X: torch.Tensor, flat: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor],
+                    evidence: dict) -> list[Finding]:
+    """Train vs validation inputs: same scale and location; normalised with the training statistics. ``X`` and
+    ``flat`` (N, D) are the training inputs, ``moments`` the (mean, population variance) of their features."""
     Xv = torch.cat([b[0] for b in ctx.val_batches])
     if not torch.is_floating_point(Xv) or Xv[0].numel() != flat.shape[1]:
         return [Finding("inputs", "error", f"validation inputs {list(Xv.shape[1:])} {Xv.dtype} do not match "
@@ -179,7 +190,7 @@ def _compare_splits(ctx: Context, flat: torch.Tensor, evidence: dict) -> list[Fi
     if not bool(torch.isfinite(flat_v).all()):
         return [Finding("inputs", "error", "validation inputs contain nan or inf", evidence,
                         "fix the validation pipeline (a division by a zero std?)")]
-    mean_t, std_t = flat.mean(dim=0), flat.std(dim=0, correction=0)
+    mean_t, std_t = moments[0], moments[1].sqrt()
     scale = float(flat_v.pow(2).mean().sqrt()) / max(evidence["rms"], 1e-12)
     shift = float((flat_v.mean(dim=0) - mean_t).norm() / std_t.norm().clamp_min(1e-12))
     evidence.update(val_rms_ratio=scale, val_mean_shift=shift)
@@ -189,7 +200,7 @@ def _compare_splits(ctx: Context, flat: torch.Tensor, evidence: dict) -> list[Fi
                                 f"{scale:.2f}, mean shift {shift:.2f} training stds -- processed differently?",
                                 evidence, "apply exactly the same preprocessing to every split (normalise train, "
                                 "val and test with the training set's mean and std)"))
-    train_exact, val_exact = _standardised(ctx.X), _standardised(Xv)
+    train_exact, val_exact = _standardised(X, moments if X.dtype == flat.dtype else None), _standardised(Xv)
     evidence.update(train_standardised=[k for k, v in train_exact.items() if v],
                     val_standardised=[k for k, v in val_exact.items() if v])
     for kind, exact in val_exact.items():
@@ -218,7 +229,8 @@ def _row_keys(X: torch.Tensor) -> list[bytes]:
 def check_leakage(ctx: Context) -> list[Finding]:
     """Exact duplicates inside the training set (and identical inputs with different labels), and training
     examples that reappear in the validation set."""
-    keys, y = _row_keys(ctx.X), ctx.y
+    X, y = ctx.X, ctx.y
+    keys = _row_keys(X)
     n = len(keys)
     groups: dict[bytes, list[int]] = {}
     for i, k in enumerate(keys):
@@ -244,7 +256,7 @@ def check_leakage(ctx: Context) -> list[Finding]:
                                 evidence))
     else:
         Xv = torch.cat([b[0] for b in ctx.val_batches])
-        if Xv[0].shape != ctx.X[0].shape or Xv.dtype != ctx.X.dtype:
+        if Xv[0].shape != X[0].shape or Xv.dtype != X.dtype:
             findings.append(Finding("leakage", "info", "validation inputs are shaped differently from training "
                                     "inputs: overlap not checked", evidence))
         else:
@@ -281,7 +293,8 @@ def check_shuffling(ctx: Context) -> list[Finding]:
     evidence: dict = {"sampler": sampler, "same_first_batch_each_pass": same, "batches_scanned": len(ctx.batches)}
     grouped = False
     if ctx.classification and len(ctx.batches) > 1:
-        p = torch.bincount(ctx.y, minlength=ctx.num_classes).double() / len(ctx.y)
+        labels = ctx.y
+        p = torch.bincount(labels, minlength=ctx.num_classes).double() / len(labels)
         observed = sum(len(torch.unique(y)) for _, y in ctx.batches) / len(ctx.batches)
         expected = sum(float((1 - (1 - p) ** len(y)).sum()) for _, y in ctx.batches) / len(ctx.batches)
         evidence.update(classes_per_batch=observed, expected_if_random=expected)

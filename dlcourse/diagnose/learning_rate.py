@@ -94,7 +94,8 @@ def check_lr_range(ctx: Context) -> list[Finding]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            batches = [ctx.batch(i) for i in range(len(ctx.batches))]
+            # the batches the sweep takes (it cycles them when there are fewer), not every scanned batch
+            batches = [ctx.batch(i) for i in range(min(len(ctx.batches), LR_SWEEP_STEPS))]
             sweep = lr_range_test(copy.deepcopy(base), ctx.optimizer_factory, batches, ctx.loss_fn,
                                   start_lr=lr / 1e3, end_lr=lr * 1e3, num_steps=LR_SWEEP_STEPS, smooth=0.1,
                                   device=ctx.device, train_step=ctx.train_step)

@@ -24,6 +24,7 @@ class NanWatch:
 
     def __init__(self, model: nn.Module) -> None:
         self.model, self.first, self.stack, self.step, self.handles = model, None, [], 0, []
+        self.checked: tuple[torch.Tensor, int] | None = None   # the output checked last, and its version
 
     def __enter__(self):
         for name, m in self.model.named_modules():
@@ -33,7 +34,15 @@ class NanWatch:
 
     def _post(self, module, args, output, name) -> None:
         self.stack.pop()
-        if self.first is None and has_nonfinite(output):
+        if self.first is not None:
+            return
+        # A container (nn.Sequential, a block) returns the very tensor its last module returned, which was checked
+        # an instant ago: skip it unless it was changed in place since (its version counter moved).
+        if isinstance(output, torch.Tensor):
+            if self.checked is not None and output is self.checked[0] and output._version == self.checked[1]:
+                return
+            self.checked = (output, output._version)
+        if has_nonfinite(output):
             self.first = {"module": name or "(model)", "type": type(module).__name__, "step": self.step,
                           "inputs_finite": not has_nonfinite(list(args)),
                           "inside": (self.stack[-1] or "(model)") if self.stack else None}
@@ -41,6 +50,7 @@ class NanWatch:
     def __exit__(self, *exc):
         for h in self.handles:
             h.remove()
+        self.checked = None
 
     def describe(self) -> str:
         where = self.first
