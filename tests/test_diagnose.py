@@ -701,6 +701,13 @@ def test_activations_dead_relus_saturation_and_functional_calls():
     assert _severities(_run(_mlp(), train, ["activations"]), "activations") == ["ok"]
 
 
+def test_a_threshold_changed_in_its_checks_module_takes_effect(monkeypatch):
+    model, train, _ = _bug("dead ReLUs (huge negative bias)")
+    assert _run(model, train, ["activations"]).flags("activations")
+    monkeypatch.setattr(gradient_checks, "DEAD_FRACTION", 1.0)        # flag only layers with more than all dead
+    assert not _run(model, train, ["activations"]).flags("activations")
+
+
 # --- non-finite values ---------------------------------------------------------------------------------------------
 
 def test_non_finite_locates_the_module_the_backward_function_and_the_loss():
