@@ -333,15 +333,16 @@ fig
 
 # %% [markdown]
 # **Which coordinates form a pair is a convention.** Ours pairs neighbours, $(x_0, x_1), (x_2, x_3), \dots$, as
-# the RoPE paper and Meta's original Llama code do. Hugging Face's Llama (and most of its descendants) pairs
-# coordinate $i$ with $i + d/2$ instead: it rotates $x$ into $x \cos\theta + \mathrm{rotate\_half}(x)\sin\theta$,
-# where `rotate_half` swaps the two halves of $x$ and negates the second one. The two conventions are the same
-# rotation applied to the coordinates in another order. So weights trained with one of them compute *different*
-# attention scores under the other: load such a checkpoint into code written for the other convention and the
-# model loads without an error and produces garbage. The cure is to permute the output features of $W_q$ and
-# $W_k$ (within every head: even features first, then odd ones), which Hugging Face's script that converts
-# Meta's Llama checkpoints does. Values and every other weight stay as they are: only scores between a query
-# and a key use RoPE, and a dot product does not change when both vectors' coordinates are permuted alike.
+# the RoPE paper and Meta's original Llama code do. Hugging Face's Llama code in `transformers` (and the many
+# models written after it) pairs coordinate $i$ with $i + d/2$ instead: it computes
+# $x \cos\theta + \mathrm{rotate\_half}(x)\sin\theta$, where `rotate_half` swaps the two halves of $x$ and negates
+# the one that moves to the front. The two conventions are the same rotation applied to the coordinates in another
+# order. So weights trained with one of them compute *different* attention scores under the other: load such a
+# checkpoint into code written for the other convention and the model runs without an error, but predicts
+# badly. The cure is to permute the output features of $W_q$ and $W_k$ (within every head: even features first,
+# then odd ones), which Hugging Face's script that converts Meta's Llama checkpoints does. Values and every other
+# weight stay as they are: only scores between a query and a key use RoPE, and a dot product does not change
+# when both vectors' coordinates are permuted alike.
 
 # %%
 def apply_rope_half(x: torch.Tensor, start: int = 0, base: float = 10000.0) -> torch.Tensor:
