@@ -3,7 +3,9 @@
 A lab source (``solutions/labNN_topic.py``) is a Jupytext notebook whose cells carry ``nbgrader`` metadata:
 answer cells (``solution: true``) hold the answer between ``### BEGIN SOLUTION`` and ``### END SOLUTION``;
 test cells (``grade: true`` with ``points``) hold visible asserts and, between ``### BEGIN HIDDEN TESTS`` and
-``### END HIDDEN TESTS``, tests the learner never sees. These functions are pure: source text in, source text out.
+``### END HIDDEN TESTS``, tests the learner never sees. A cell that is both (``solution: true, grade: true`` with
+``points``) is nbgrader's manually graded answer: free text (markdown) or code that a person marks, not a test.
+These functions are pure: source text in, source text out.
 """
 
 from __future__ import annotations
@@ -42,6 +44,16 @@ def is_solution(cell: Any) -> bool:
 
 def is_graded(cell: Any) -> bool:
     return bool(nbgrader_meta(cell).get("grade", False))
+
+
+def is_manual(cell: Any) -> bool:
+    """A manually graded answer: an answer cell with points, marked by a person (see ``manual``)."""
+    return is_graded(cell) and is_solution(cell)
+
+
+def is_test(cell: Any) -> bool:
+    """An autograded test cell: graded, not an answer."""
+    return is_graded(cell) and not is_solution(cell)
 
 
 def is_locked(cell: Any) -> bool:

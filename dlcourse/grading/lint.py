@@ -1,9 +1,10 @@
 """Lint for lab sources: rejects metadata that nbgrader or our grader would misread, before a student sees it.
 
 Checked per cell: nbgrader metadata is a dict with known keys and schema_version 3; ``grade_id`` present, well
-formed and unique; booleans are booleans; graded cells have positive points and are code; answer cells have paired
-markers; hidden tests only in graded cells; graded cells use check helpers (not bare asserts); tags are known;
-``nbval-skip`` and ``skip-execution`` come together.
+formed and unique; booleans are booleans; graded cells have positive points; test cells are locked code cells that
+use check helpers (not bare asserts); answer cells (manually graded ones included: ``grade`` and ``solution``) are
+unlocked and have paired markers; hidden tests only in test cells; tags are known; ``nbval-skip`` and
+``skip-execution`` come together.
 Checked per lab: at least one graded cell and at least one answer cell.
 """
 
@@ -86,10 +87,15 @@ def _cell_problems(cell, seen_ids: dict[str, int], index: int) -> list[str]:
     if graded:
         if isinstance(pts, bool) or not isinstance(pts, (int, float)) or pts <= 0:
             problems.append(f"graded cell needs \"points\" > 0, not {pts!r}")
+    if graded and solution:  # a manually graded answer (free text or code): marked by a person, see manual.py
+        if cell.cell_type not in ("code", "markdown"):
+            problems.append("a manually graded answer must be a code or markdown cell")
+        if "solution" in cell_tags:
+            problems.append("a manually graded answer cannot be tagged 'solution' (it would never reach students)")
+    elif graded:
         if cell.cell_type != "code":
-            problems.append("graded cells must be code cells (manual grading is not supported)")
-        if solution:
-            problems.append("a cell cannot be both graded and an answer (manually graded answers are not supported)")
+            problems.append("test cells must be code cells (a markdown cell with points is a manually graded "
+                            "answer: add \"solution\": true)")
         if raw.get("locked") is not True:
             problems.append("graded (test) cells must be locked")
         if "skip-execution" in cell_tags or "raises-exception" in cell_tags:
@@ -97,7 +103,7 @@ def _cell_problems(cell, seen_ids: dict[str, int], index: int) -> list[str]:
         if not any(f"{name}(" in source for name in CHECK_FUNCTIONS):
             problems.append("graded cell has no check call (check_close, check_equal, ...): plain asserts can be "
                             "faked by the student's code; see dlcourse/grading/checks.py")
-    elif pts not in (None, 0):
+    if not graded and pts not in (None, 0):
         problems.append("\"points\" on a cell that is not graded")
     if solution:
         if raw.get("locked") is True:
@@ -106,8 +112,8 @@ def _cell_problems(cell, seen_ids: dict[str, int], index: int) -> list[str]:
             problems.append(f"answer cell has no {C.BEGIN_SOLUTION!r} … {C.END_SOLUTION!r} region")
     elif has_solution_markers:
         problems.append("solution markers in a cell that is not an answer cell (\"solution\": false)")
-    if has_hidden_markers and not graded:
-        problems.append("hidden-test markers in a cell that is not graded")
+    if has_hidden_markers and not (graded and not solution):
+        problems.append("hidden-test markers in a cell that is not a test cell")
     for begin, end in ((C.BEGIN_SOLUTION, C.END_SOLUTION), (C.BEGIN_HIDDEN, C.END_HIDDEN)):
         try:
             C.replace_region(source, begin, end)
