@@ -1,4 +1,5 @@
-"""One readable training loop: ``fit`` trains for some epochs and records a ``History``; ``evaluate`` scores a model.
+"""One readable training loop: ``fit`` trains for some epochs and records a ``History``; ``evaluate`` scores a model;
+``decay_groups`` splits parameters into AdamW groups with and without weight decay.
 
 Introduced in notebook 01, after the same loop has been written by hand; later notebooks call it instead of copying
 a loop. The loop body is the five lines every PyTorch loop has (forward, loss, zero_grad, backward, step);
@@ -362,3 +363,32 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str | N
     if not preds:
         raise ValueError("no batches were seen: is the loader empty?")
     return torch.cat(preds), torch.cat(labels)
+
+
+#: Layers whose ``weight`` multiplies the input: the tensors weight decay is meant for.
+DECAYED_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
+                                               nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def decay_groups(model: nn.Module, weight_decay: float, **options) -> list[dict]:
+    """Two optimizer parameter groups over ``model``'s trainable parameters, in ``model.parameters()`` order:
+    the weights of Linear and convolution layers (``DECAYED_LAYERS``) with ``weight_decay``, then everything else
+    (biases, normalisation scales and shifts, embedding tables, other parameters) with ``weight_decay=0``.
+
+    Chosen by module type, not by shape: notebook 04's ``p.ndim >= 2`` rule would also decay embedding tables.
+    Frozen parameters (``requires_grad=False``) are in neither group. ``options`` (e.g. ``lr=...``) go into both.
+    A weight tied to an embedding (a language model's head) is a Linear weight here, so it is decayed.
+    Introduced in notebook 04 (section 9); notebooks 06 and 11 build their AdamW optimizers with it.
+    """
+    if {"params", "weight_decay"} & options.keys():
+        raise TypeError("decay_groups sets 'params' and 'weight_decay' itself; pass other options only (e.g. lr)")
+    decayed = {id(m.weight) for m in model.modules() if isinstance(m, DECAYED_LAYERS)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay, **options},
+            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0, **options}]
+
+
+def decayed_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> set[str]:
+    """Names of ``model``'s parameters that ``optimizer`` decays (in a group with ``weight_decay > 0``)."""
+    decayed = {id(p) for group in optimizer.param_groups if group.get("weight_decay", 0) > 0 for p in group["params"]}
+    return {name for name, p in model.named_parameters() if id(p) in decayed}

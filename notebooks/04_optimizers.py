@@ -877,6 +877,37 @@ for p, p_old in zip(cnn.parameters(), old):
 print("decayed tensors shrank by", 1 - 0.1 * 0.05, "and the 1-D ones did not move")
 
 # %% [markdown]
+# **Embedding tables** are 2-D, so the `ndim >= 2` rule decays them too; transformer code usually does not,
+# because decoupled decay shrinks every row at every step while a row gets a gradient only in the steps where its
+# token occurs, so the vectors of rare tokens are pulled towards zero. `dlcourse.train.decay_groups`, which
+# notebooks 06 and 11 use, chooses by module type instead: the weights of Linear and convolution layers are
+# decayed; biases, normalisation parameters and embeddings are not. On the CNN the two rules agree; on a model
+# with an embedding they differ by exactly the table.
+
+# %%
+from collections import OrderedDict
+
+from dlcourse.train import decay_groups
+
+
+def decayed_by(groups: list[dict], model: nn.Module) -> list[str]:
+    """Names of the parameters in the first (decayed) group."""
+    param_name = {id(p): n for n, p in model.named_parameters()}
+    return sorted(param_name[id(p)] for p in groups[0]["params"])
+
+
+tiny_lm = nn.Sequential(OrderedDict(embed=nn.Embedding(50, 16), norm=nn.LayerNorm(16), head=nn.Linear(16, 50)))
+decayed = {}   # label -> (names the ndim >= 2 rule decays, names decay_groups decays)
+for label, net in (("SmallCNN", cnn), ("tiny_lm", tiny_lm)):
+    by_shape, by_module = decayed_by(param_groups(net, 0.05), net), decayed_by(decay_groups(net, 0.05), net)
+    decayed[label] = by_shape, by_module
+    print(f"{label}\n  ndim >= 2 rule:     {by_shape}\n  decay_groups:       {by_module}\n"
+          f"  only the ndim rule: {sorted(set(by_shape) - set(by_module))}")
+assert decayed["SmallCNN"][0] == decayed["SmallCNN"][1]
+assert set(decayed["tiny_lm"][0]) - set(decayed["tiny_lm"][1]) == {"embed.weight"}
+assert set(decayed["tiny_lm"][1]) < set(decayed["tiny_lm"][0])
+
+# %% [markdown]
 # Everything together: AdamW with these parameter groups, warmup + cosine per batch, and gradient clipping by
 # global norm, all through `dlcourse.fit`: `clip_grad_norm=max_norm` clips between `backward()` and `step()` (with
 # `torch.nn.utils.clip_grad_norm_`) and records each epoch's mean norm *before* clipping as `grad_norm`. To see

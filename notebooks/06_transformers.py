@@ -537,28 +537,16 @@ print(f"{dlcourse.models.count_parameters(model):,} parameters;",
 # a gradient only at the steps where its token or position occurs, so rare characters' vectors would be pulled
 # towards zero. What is left are the weight
 # matrices of the `nn.Linear` layers. (Notebook 04's rule, "decay tensors with 2 or more dimensions", would still
-# decay the 2-D embedding tables.)
+# decay the 2-D embedding tables.) `dlcourse.train.decay_groups` builds these two groups by module type (the
+# weights of Linear and convolution layers decayed), and `decayed_names` lists what an optimizer decays.
 
 # %%
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW parameter groups: weight_decay on the weight matrices of nn.Linear layers, 0 on everything else
-    (biases, LayerNorm, embeddings)."""
-    matrices = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
-    chosen = {id(p) for p in matrices}
-    others = [p for p in model.parameters() if id(p) not in chosen]
-    return [{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
-
-
-def decayed_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> set[str]:
-    """Names of the model's parameters that the optimizer decays."""
-    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
-    return {name for name, p in model.named_parameters() if id(p) in decayed}
-
+from dlcourse.train import decay_groups, decayed_names
 
 example = Transformer(vocab_size=10, max_len=8, positions="learned")
 groups = decay_groups(example, weight_decay=0.01)
 linear_weights = {f"{name}.weight" for name, m in example.named_modules() if isinstance(m, nn.Linear)}
-assert decayed_names(torch.optim.AdamW(groups), example) == linear_weights
+assert decayed_names(example, torch.optim.AdamW(groups)) == linear_weights
 assert sum(len(g["params"]) for g in groups) == len(list(example.parameters()))       # each parameter once
 print(f"decayed ({len(groups[0]['params'])} tensors):", sorted(linear_weights)[:4], "...")
 print(f"not decayed ({len(groups[1]['params'])} tensors):",
@@ -744,7 +732,7 @@ val_loader = DataLoader(val_set, batch_size=4 * batch_size)
 torch.manual_seed(cfg.seed)
 gpt = Transformer(tokenizer.vocab_size, block_size, positions="rope", causal=True, **lm_size).to(device)
 optimizer = torch.optim.AdamW(decay_groups(gpt, weight_decay=0.1), lr=lr)
-assert decayed_names(optimizer, gpt) == {f"{name}.weight" for name, m in gpt.named_modules()
+assert decayed_names(gpt, optimizer) == {f"{name}.weight" for name, m in gpt.named_modules()
                                          if isinstance(m, nn.Linear)}, "decay only the Linear layers' matrices"
 scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, pct_start=0.1,
                                                 total_steps=rounds * len(train_loader))

@@ -129,27 +129,14 @@ dlcourse.viz.image_grid(preview.tensors[0], preview.tensors[1], classes=[classes
 # Weight decay goes where notebook 04 (section 9) put it: on the weights that multiply inputs, the convolution
 # kernels and linear weight matrices, and not on biases or normalisation scales and shifts. `AdamW`'s default
 # (`weight_decay=0.01` on every parameter it is given) would decay those too, so the optimizers in this
-# notebook that decay get their parameters through `decay_groups`. It picks the decayed tensors by module type rather
-# than by shape (notebook 04's `ndim >= 2` rule), which also keeps decay off the GPT's embedding tables in
-# section 2: an embedding row is a lookup, updated only when its token occurs, while decay would shrink every
-# row at every step.
+# notebook that decay get their parameters through `dlcourse.train.decay_groups`: two groups of the trainable
+# parameters, the weights of Linear and convolution layers with `weight_decay` and the rest without, with
+# options such as `lr=` in both. It picks the decayed tensors by module type rather than by
+# shape (notebook 04's `ndim >= 2` rule), which also keeps decay off the GPT's embedding tables in section 2: an
+# embedding row is a lookup, updated only when its token occurs, while decay would shrink every row at every step.
 
 # %%
-def decay_groups(module: nn.Module, weight_decay: float, **options) -> list[dict]:
-    """Two optimizer groups of ``module``'s trainable parameters: the weights of nn.Linear and nn.Conv2d
-    layers with ``weight_decay``; everything else (biases, normalisation parameters, embeddings) with none.
-    ``options`` (e.g. ``lr``) go into both groups."""
-    decayed = {id(m.weight) for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-    params = [p for p in module.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay, **options},
-            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0, **options}]
-
-
-def decayed_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> set[str]:
-    """Names of the parameters of ``model`` that ``optimizer`` decays."""
-    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    return {name for name, p in model.named_parameters() if id(p) in decayed}
-
+from dlcourse.train import decay_groups, decayed_names
 
 pretrain_epochs = cfg.pick(smoke=4, small=6, full=10)
 weight_decay = 0.01                                    # AdamW's default value, now on the weights only

@@ -1,4 +1,5 @@
-"""Tests for dlcourse.train: fit's History, losses, accuracies, schedulers, determinism, evaluate, predict."""
+"""Tests for dlcourse.train: fit's History, losses, accuracies, schedulers, determinism, evaluate, predict,
+decay_groups."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dlcourse.train import History, evaluate, fit, predict
+from dlcourse.train import History, decay_groups, decayed_names, evaluate, fit, predict
 
 KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
 
@@ -609,3 +610,42 @@ def test_fit_amp_on_cuda_uses_the_native_dtype_and_learns(tmp_path):
     assert abs(h16.last["train_loss"] - h32.last["train_loss"]) < 0.05
     scaler_state = torch.load(tmp_path / "amp.pt", weights_only=True)["scaler"]
     assert (scaler_state == {}) == (dtype == torch.bfloat16)    # a disabled scaler saves an empty state
+
+
+class _Mixed(nn.Module):
+    """Every kind of parameter decay_groups sorts: an embedding, a conv, LayerNorm, a frozen and a bias-free Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)                      # 2-D, but a lookup table: no decay
+        self.conv = nn.Conv2d(3, 4, kernel_size=3)            # weight (4, 3, 3, 3) decayed, bias not
+        self.norm = nn.LayerNorm(8)                           # 1-D scale and shift: no decay
+        self.frozen = nn.Linear(8, 8).requires_grad_(False)   # in neither group
+        self.head = nn.Linear(8, 3, bias=False)               # weight decayed
+
+
+def test_decay_groups_split_linear_and_conv_weights_from_the_rest():
+    model = _Mixed()
+    groups = decay_groups(model, 0.05, lr=0.3, betas=(0.8, 0.9))
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert [[names[id(p)] for p in g["params"]] for g in groups] == [
+        ["conv.weight", "head.weight"], ["embed.weight", "conv.bias", "norm.weight", "norm.bias"]]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
+    assert all(g["lr"] == 0.3 and g["betas"] == (0.8, 0.9) for g in groups)       # options go into both groups
+    optimizer = torch.optim.AdamW(groups)
+    assert decayed_names(model, optimizer) == {"conv.weight", "head.weight"}
+    # the rule notebook 04 starts from (p.ndim >= 2) differs exactly by the embedding table
+    by_shape = {n for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2}
+    assert by_shape - decayed_names(model, optimizer) == {"embed.weight"}
+    # one zero-gradient AdamW step moves only the decayed tensors, each by the factor (1 - lr * weight_decay)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for n, p in model.named_parameters():
+        factor = 1 - 0.3 * 0.05 if n in {"conv.weight", "head.weight"} else 1.0
+        assert torch.equal(p.detach(), factor * before[n]), n
+    # AdamW on model.parameters() decays everything it is given, frozen layer included
+    assert decayed_names(model, torch.optim.AdamW(model.parameters(), weight_decay=0.01)) == set(before)
+    with pytest.raises(TypeError, match="weight_decay"):
+        decay_groups(model, 0.05, weight_decay=0.1)

@@ -2,8 +2,9 @@
 
 Notebooks cannot be imported, so compact copies of the notebook's functions live here: scaled dot-product
 attention with masks, multi-head attention, sinusoidal and rotary positions (both pairing conventions), the
-pre-LN block, the small transformer with its KV cache, AdamW's parameter groups, the FLOP count of generation,
-and sampling with temperature and top-k. Keep them in step with the notebook.
+pre-LN block, the small transformer with its KV cache, the FLOP count of generation, and sampling with
+temperature and top-k. Keep them in step with the notebook. AdamW's parameter groups are dlcourse.train's
+decay_groups (tested in test_train.py), checked here on the notebook's transformer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dlcourse.train import decay_groups, decayed_names
 
 
 # --- copies of the notebook's code --------------------------------------------------------------------------
@@ -180,18 +183,6 @@ def generate(model, idx, num_new_tokens, temperature=1.0, top_k=None, use_cache=
             break
         logits = model(next_id[:, None], cache) if use_cache else model(idx[:, -model.max_len:])
     return idx
-
-
-def decay_groups(model, weight_decay):
-    matrices = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
-    chosen = {id(p) for p in matrices}
-    others = [p for p in model.parameters() if id(p) not in chosen]
-    return [{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
-
-
-def decayed_names(optimizer, model):
-    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
-    return {name for name, p in model.named_parameters() if id(p) in decayed}
 
 
 def generation_flops(model, prompt_ids, n, use_cache):
@@ -470,12 +461,12 @@ def test_decay_groups_decay_only_the_linear_matrices():
     model = Transformer(vocab_size=10, max_len=8, d_model=16, num_heads=2, num_layers=2, positions="learned")
     groups = decay_groups(model, weight_decay=0.1)
     optimizer = torch.optim.AdamW(groups, lr=1e-3)
-    decayed = decayed_names(optimizer, model)
+    decayed = decayed_names(model, optimizer)
     assert decayed == {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     assert not decayed & {"tok.weight", "pos.weight", "ln.weight", "head.bias", "blocks.0.ln1.weight"}
     assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
     # the old mistake, all parameters in one decayed group, is caught
-    assert decayed_names(torch.optim.AdamW(model.parameters(), weight_decay=0.1), model) != decayed
+    assert decayed_names(model, torch.optim.AdamW(model.parameters(), weight_decay=0.1)) != decayed
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
