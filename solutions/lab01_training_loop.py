@@ -589,13 +589,28 @@ check_accuracy("softmax regression reaches 85% test accuracy on the digits",
 print("train_loop: visible tests passed")
 
 ### BEGIN HIDDEN TESTS
-# the learning rate is the one passed in: lr=0 changes nothing
+# the learning rate is the one passed in: lr=0 changes nothing, while lr=0.1 from the same start trains (one
+# check, so that a loop that returns without training earns nothing for leaving the weights alone)
+def _same(a, b):
+    return all(torch.equal(p, q) for p, q in zip(_weights(a), _weights(b), strict=True))
+
+
+def _loss(model):
+    with torch.no_grad():
+        return F.cross_entropy(model(_X), _y).item()
+
+
 torch.manual_seed(2)
-_model = nn.Linear(6, 3)
-_start = copy.deepcopy(_model)
-train_loop(_model, DataLoader(TensorDataset(_X, _y), batch_size=10), num_epochs=2, lr=0.0)
-check_equal("lr=0 leaves the weights unchanged", _weights(_model), expected=_weights(_start),
-            hint="with lr=0 the weights must not change: pass lr to torch.optim.SGD")
+_start = nn.Linear(6, 3)
+_still, _moved = copy.deepcopy(_start), copy.deepcopy(_start)
+train_loop(_still, DataLoader(TensorDataset(_X, _y), batch_size=10), num_epochs=2, lr=0.0)
+train_loop(_moved, DataLoader(TensorDataset(_X, _y), batch_size=10), num_epochs=2, lr=0.1)
+check_equal("lr=0 leaves the weights unchanged; lr=0.1 from the same start changes them and lowers the loss",
+            {"lr=0: weights unchanged": _same(_still, _start), "lr=0.1: weights changed": not _same(_moved, _start),
+             "lr=0.1: loss lowered": _loss(_moved) < _loss(_start)},
+            expected={"lr=0: weights unchanged": True, "lr=0.1: weights changed": True, "lr=0.1: loss lowered": True},
+            hint="with lr=0 the weights must not change (pass lr to torch.optim.SGD); with lr > 0 every step must "
+                 "move them downhill")
 
 # a two-layer model, other batch sizes and a last batch of a different size: same as the reference
 _gen = torch.Generator().manual_seed(3)

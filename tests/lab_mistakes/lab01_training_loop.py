@@ -23,6 +23,10 @@ def train_loop(model, train_loader, num_epochs, lr):
             optimizer.step()
     return model"""
 
+NO_OP_LOOP = """\
+def train_loop(model, train_loader, num_epochs, lr):
+    return model  # returns without training"""
+
 NO_GRAD_CLEARING = """\
 def sgd_step(params, lr):
     with torch.no_grad():
@@ -51,9 +55,13 @@ MISTAKES = [
     ({"softmax-answer": OVERFLOWING_SOFTMAX, "accuracy-answer": PERCENT_ACCURACY}, 9),
     # train-loop-tests 1.2 of 2: of its checks (weights 1+2+2 visible, 1+2+1+1 hidden = 10), the weights differ
     # from the reference loop's in "the returned model's weights" (2) and "an MLP, batches of 16, 16, 16 and 2"
-    # (2); the batch counts, lr=0 and both digits accuracies still pass (softmax regression learns without
-    # zero_grad too) -> 2 * 6/10 = 1.2. 11 - 0.8 = 10.2.
+    # (2); the batch counts, "lr=0 ...; lr=0.1 ... lowers the loss" and both digits accuracies still pass
+    # (softmax regression learns without zero_grad too) -> 2 * 6/10 = 1.2. 11 - 0.8 = 10.2.
     ({"train-loop-answer": NO_ZERO_GRAD}, 10.2),
+    # train-loop-tests 0 of 2: a loop that returns without training takes no batches, matches no reference
+    # weights, learns nothing on the digits, and fails the lr check too: at lr=0 the weights stay, but lr=0.1 must
+    # also move them and lower the loss (that check alone used to give it 0.2). 11 - 2 = 9.
+    ({"train-loop-answer": NO_OP_LOOP}, 9),
     # sgd-tests 1 of 2: of its checks (weights 2+1+1 visible, 2+1+1 hidden = 8), the first step is still right
     # ("one step matches" 2, "in place" 1, "skips a parameter whose .grad is None" 1 pass), but ".grad is
     # cleared" (1), "4 steps ... match" (2) and "lr=0: ... gradient cleared" (1) fail -> 2 * 4/8 = 1.
