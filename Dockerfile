@@ -33,7 +33,7 @@ WORKDIR /course
 # dlcourse.__file__ is /course/dlcourse and the labs' sources are /course/solutions.
 RUN python -m venv /course/.venv && pip install --quiet --upgrade "pip>=23.2"
 
-# torch and torchvision first, from PyTorch's CPU index (PyPI's Linux wheels carry CUDA, ~3 GB more); the
+# torch and torchvision first, from PyTorch's CPU index (PyPI's Linux wheels bring CUDA: gigabytes more); the
 # install from pyproject.toml below then finds them satisfied.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --quiet --index-url "$TORCH_INDEX" torch torchvision
