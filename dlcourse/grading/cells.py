@@ -115,6 +115,17 @@ def strip_solution(source: str, cell_type: str = "code") -> str:
     return replace_region(source, BEGIN_SOLUTION, END_SOLUTION, CODE_STUB)
 
 
+def is_blank_answer(answer: str, source_cell: Any) -> bool:
+    """The answer is still what the lab hands out for ``source_cell`` (whitespace aside): nothing was answered.
+
+    ``source_cell`` is the solution's cell, or the student lab's (a code answer cell without markers: already blank).
+    """
+    source, kind = source_cell.get("source", ""), source_cell.get("cell_type", "code")
+    words = answer.split()
+    return words == strip_solution(source, kind).split() or (
+        kind == "code" and not has_marker(source, BEGIN_SOLUTION) and words == source.split())
+
+
 def remove_hidden_tests(source: str) -> str:
     """The visible part of a test cell: hidden-test regions removed (line for line as nbgrader does)."""
     return replace_region(source, BEGIN_HIDDEN, END_HIDDEN)
