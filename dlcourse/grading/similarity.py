@@ -30,7 +30,7 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from . import cells as C
-from .autograde import read_submission
+from .autograde import assemble, read_submission
 from .build import read_notebook
 from .submissions import discover
 
@@ -256,12 +256,9 @@ def read_answers(source: NotebookNode, submissions: Path | str, lab_name: str,
             if nb is None:
                 skipped[sub.student] = problem
                 continue
-            mine: dict[str, str] = {}
-            for cell in nb.cells:
-                gid = C.grade_id(cell)
-                if gid in ids and gid not in mine:  # the first copy counts, as when grading
-                    mine[gid] = cell.get("source", "")
-            answers[sub.student] = mine
+            # the answers exactly as grading sees them (a duplicated cell counts once, a missing one is the starter)
+            answers[sub.student] = {C.grade_id(c): c.source for c in assemble(source, nb).cells
+                                    if C.grade_id(c) in ids}
     return answers, skipped
 
 
