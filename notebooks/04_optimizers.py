@@ -887,13 +887,12 @@ print("decayed tensors shrank by", 1 - 0.1 * 0.05, "and the 1-D ones did not mov
 # %%
 from collections import OrderedDict
 
-from dlcourse.train import decay_groups
+from dlcourse.train import decay_groups, decayed_names
 
 
 def decayed_by(groups: list[dict], model: nn.Module) -> list[str]:
-    """Names of the parameters in the first (decayed) group."""
-    param_name = {id(p): n for n, p in model.named_parameters()}
-    return sorted(param_name[id(p)] for p in groups[0]["params"])
+    """Names of the parameters an optimizer built from ``groups`` decays."""
+    return sorted(decayed_names(model, torch.optim.AdamW(groups)))
 
 
 tiny_lm = nn.Sequential(OrderedDict(embed=nn.Embedding(50, 16), norm=nn.LayerNorm(16), head=nn.Linear(16, 50)))
