@@ -1,13 +1,13 @@
 """dlcourse: helpers for the hands-on deep-learning course.
 
 Notebooks start with ``cfg = dlcourse.setup(seed=0)``. Modules, one concept each:
-``config`` (scale, seed, device), ``data`` (datasets and loaders), ``download`` (checksummed downloads
-into a cache, full scale only), ``models`` (reference models), ``train``
-(fit/evaluate, with AMP, accumulation, clipping and checkpoints), ``text`` (offline text corpus and tokenizer),
-``viz`` (figures), ``memory`` (training memory: saved tensors, peak, state bytes), ``quantization`` (bytes
-of torchao-quantised models), ``diagnose`` (the LR range
-test and the training doctor), ``bugs`` (runner for broken set-ups), ``distributed`` (launching and joining process
-groups), ``grading`` (lab building, lint, autograding), ``cli`` (the ``dlcourse`` command).
+``config`` (scale, seed, device), ``data`` (datasets and loaders), ``download`` (checksummed downloads into a
+cache, full scale only), ``models`` (reference models), ``train`` (fit/evaluate, with AMP, accumulation, clipping
+and checkpoints; AdamW's decay groups), ``text`` (offline text corpus and tokenizer), ``viz`` (figures), ``memory``
+(training memory: saved tensors, peak, state bytes), ``quantization`` (bytes of torchao-quantised models),
+``diagnose`` (the LR range test and the training doctor), ``bugs`` (runner for broken set-ups), ``distributed``
+(launching and joining process groups), ``grading`` (lab building, lint, autograding, similarity), ``cli`` (the
+``dlcourse`` command).
 """
 
 import importlib
