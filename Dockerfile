@@ -1,13 +1,12 @@
-# The course environment for grading: `dlcourse grade`, `merge`, `export` and friends in a container.
+# The course environment for grading a class with `dlcourse grade` in a container.
 #
 #   docker build -t dlcourse-grader .
-#   docker run --rm --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-#       --security-opt systempaths=unconfined -v "$PWD/class:/shared" dlcourse-grader \
+#   docker run --rm -v "$PWD/class:/shared" dlcourse-grader \
 #       grade /course/solutions/lab01_training_loop.py /shared/submissions --out /shared/out
 #
-# The three --security-opt flags let bubblewrap (the per-kernel sandbox `dlcourse grade` uses by default) create
-# its namespaces inside the container; README.md, "Grading beyond one machine", says why each is needed, what
-# Kubernetes and SLURM need instead, and what `--sandbox none` gives up where none of that is allowed.
+# bubblewrap is installed ahead of the per-kernel sandbox the grader is gaining; today's `dlcourse grade` does
+# not use it yet. Once it does, bubblewrap needs to create namespaces inside the container: with Docker that takes
+# `--security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined`.
 #
 # CPU only by default: grades should not depend on the machine (the grader hides GPUs from kernels unless
 # `--gpu`). A GPU image differs in one build argument, an index with CUDA builds of torch: PyPI's own Linux wheels
@@ -18,7 +17,7 @@
 # wheels, so the base image stays python:3.11-slim (no CUDA base image needed).
 FROM python:3.11-slim
 
-# bubblewrap: `bwrap`, the kernel sandbox. Nothing else from apt: the grader needs no compiler and no git.
+# bubblewrap: `bwrap`, for the kernel sandbox. Nothing else from apt: the grader needs no compiler and no git.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap \
     && rm -rf /var/lib/apt/lists/*
