@@ -1,5 +1,6 @@
-"""Grading throughput: submissions per minute for `dlcourse grade` with 1 and 2 workers, and for
-`nbgrader autograde` on the same lab when nbgrader is installed (it is in the test extras).
+"""Grading throughput: submissions per minute for `dlcourse grade` with 1 and 2 workers, each with the bubblewrap
+sandbox (when it runs here) and without it, and for `nbgrader autograde` on the same lab when nbgrader is installed
+(it is in the test extras).
 
 Every submission is a copy of the lab answered with the solution's answers, so all of them do the full work.
 Prints a table; run from the repository root:  .venv/bin/python benchmarks/grading_throughput.py --copies 8
@@ -23,6 +24,7 @@ from dlcourse.grading import build  # noqa: E402
 from dlcourse.grading import cells as C  # noqa: E402
 from dlcourse.grading.batch import grade_batch  # noqa: E402
 from dlcourse.grading.kernel import Limits  # noqa: E402
+from dlcourse.grading.sandbox import SandboxError, resolve  # noqa: E402
 
 
 def answered_lab(solution_path: Path) -> str:
@@ -36,16 +38,16 @@ def answered_lab(solution_path: Path) -> str:
     return build.notebook_text(lab)
 
 
-def time_dlcourse(lab: Path, copies: int, workers: int, work: Path) -> tuple[float, float]:
+def time_dlcourse(lab: Path, copies: int, workers: int, work: Path, sandbox: str) -> tuple[float, float]:
     """Seconds for the whole batch (reference run included) and the mean score."""
-    subs = work / f"subs-{workers}"
+    subs = work / f"subs-{workers}-{sandbox}"
     text = answered_lab(lab)
     for i in range(copies):
         (subs / f"student{i:03d}").mkdir(parents=True)
         (subs / f"student{i:03d}" / f"{lab.stem}.ipynb").write_text(text)
     start = time.perf_counter()
-    results = grade_batch(lab, subs, work / f"out-{workers}", workers=workers, progress=False,
-                          limits=Limits(cell_timeout=300, submission_timeout=900))
+    results = grade_batch(lab, subs, work / f"out-{workers}-{sandbox}", workers=workers, progress=False,
+                          limits=Limits(cell_timeout=300, submission_timeout=900), sandbox=sandbox)
     seconds = time.perf_counter() - start
     return seconds, sum(r.total for r in results) / len(results)
 
@@ -90,20 +92,26 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as tmp:
         work = Path(tmp)
+        try:
+            sandboxes = [resolve("auto"), "none"]
+        except SandboxError as exc:
+            print(f"no sandbox here ({exc}): timing --sandbox none only", file=sys.stderr)
+            sandboxes = ["none"]
         for workers in (1, 2):
-            seconds, mean = time_dlcourse(lab, args.copies, workers, work)
-            rows.append((f"dlcourse grade, {workers} worker(s)", seconds, mean))
+            for sandbox in sandboxes:
+                seconds, mean = time_dlcourse(lab, args.copies, workers, work, sandbox)
+                rows.append((f"dlcourse grade, {workers} worker(s), sandbox {sandbox}", seconds, mean))
         nb = time_nbgrader(lab, args.copies, work)
         rows.append(("nbgrader autograde (sequential)", *nb) if nb else ("nbgrader autograde", None, None))
     print(f"lab {lab.stem}, {args.copies} submissions each, {os.cpu_count()} CPU cores "
           f"(dlcourse includes its reference run)")
-    print(f"{'grader':<36} {'seconds':>8} {'subs/min':>9} {'mean score':>11}")
+    print(f"{'grader':<44} {'seconds':>8} {'subs/min':>9} {'mean score':>11}")
     for name, seconds, mean in rows:
         if seconds is None:
-            print(f"{name:<36} {'n/a':>8} {'n/a':>9} {'':>11}  (not installed or failed)")
+            print(f"{name:<44} {'n/a':>8} {'n/a':>9} {'':>11}  (not installed or failed)")
             continue
         shown = "" if mean != mean else f"{mean:g}"  # nbgrader's scores live in its database
-        print(f"{name:<36} {seconds:8.1f} {60 * args.copies / seconds:9.2f} {shown:>11}")
+        print(f"{name:<44} {seconds:8.1f} {60 * args.copies / seconds:9.2f} {shown:>11}")
 
 
 if __name__ == "__main__":

@@ -145,16 +145,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     from .grading.autograde import ReferenceError
     from .grading.batch import grade_batch
+    from .grading.integrity import TamperError
     from .grading.kernel import Limits
+    from .grading.sandbox import SandboxError
 
     limits = Limits(cell_timeout=args.timeout, submission_timeout=args.submission_timeout,
                     memory_mb=args.memory_mb or None, gpu=args.gpu)
+    if args.sandbox == "none":
+        print("WARNING: grading WITHOUT a sandbox: a submission can read solutions/ and hidden tests, write where "
+              "you can, and use the network. Only for a class you trust.", file=sys.stderr)
     try:
         results = grade_batch(args.lab, args.submissions, args.out, workers=args.workers, hidden=args.hidden,
-                              pattern=args.pattern, limits=limits, force=args.force)
-    except ReferenceError as exc:
+                              pattern=args.pattern, limits=limits, sandbox=args.sandbox, force=args.force)
+    except (ReferenceError, SandboxError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except TamperError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     for r in results:
         print(f"  {r.student:<24} {r.total:g}/{r.max_points:g}   {r.status}")
     print(f"graded {len(results)} submission(s): {Path(args.out) / 'grades.csv'}, grades.json, feedback/, "
@@ -295,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, default=4096, help="memory cap per kernel in MiB (0: none)")
     p.add_argument("--gpu", action="store_true", help="let kernels use the GPU (default: CPU only, so a grade is "
                                                       "the same on every machine)")
+    p.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default="auto",
+                   help="confine each kernel: auto = bubblewrap on Linux (an error if it cannot run); none = no "
+                        "sandbox, only for a class you trust (default auto)")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("verify", help="run every notebook and lab solution at one scale here; write a report")

@@ -98,33 +98,34 @@ def test_check_without_a_course_says_where_it_looked(tmp_path):
         autograde.lab_source_for(path, root=tmp_path)
 
 
-def test_batch_resumes_and_force_regrades(tmp_path):
+def test_batch_resumes_and_force_regrades(tmp_path, sandbox):
     lab = build.make_lab(build.read_notebook(TINY))
     for student in ("ada", "bo"):
         (tmp_path / "subs" / student).mkdir(parents=True)
         (tmp_path / "subs" / student / "lab99_tiny.ipynb").write_text(build.notebook_text(lab))
     out = tmp_path / "out"
-    first = grade_batch(TINY, tmp_path / "subs", out, workers=2, limits=FAST, progress=False)
+    first = grade_batch(TINY, tmp_path / "subs", out, workers=2, limits=FAST, sandbox=sandbox, progress=False)
     assert [(r.student, r.total, r.status) for r in first] == [("ada", 0, "graded"), ("bo", 0, "graded")]
     saved = json.loads((out / "results" / "ada.json").read_text())
     saved["status"] = "graded (kept)"
     (out / "results" / "ada.json").write_text(json.dumps(saved))
     (out / "notes.txt").write_text("the instructor's own file")
-    again = grade_batch(TINY, tmp_path / "subs", out, workers=2, limits=FAST, progress=False)
+    again = grade_batch(TINY, tmp_path / "subs", out, workers=2, limits=FAST, sandbox=sandbox, progress=False)
     assert again[0].status == "graded (kept)"  # finished students are not graded twice
     assert (out / "notes.txt").read_text() == "the instructor's own file"  # nothing of the instructor's is lost
-    forced = grade_batch(TINY, tmp_path / "subs", out, workers=1, limits=FAST, force=True, progress=False)
+    forced = grade_batch(TINY, tmp_path / "subs", out, workers=1, limits=FAST, force=True, sandbox=sandbox,
+                         progress=False)
     assert forced[0].status == "graded"
     assert (out / "grading.log").read_text().count("reference solution scores full marks") == 2
 
 
-def test_cli_grade_and_check_exit_codes(tmp_path):
+def test_cli_grade_and_check_exit_codes(tmp_path, sandbox):
     solution = build.read_notebook(TINY)
     (tmp_path / "subs" / "ada").mkdir(parents=True)
     (tmp_path / "subs" / "ada" / "lab99_tiny.ipynb").write_text(build.notebook_text(build.make_lab(solution)))
     dlcourse = str(Path(sys.executable).parent / "dlcourse")
     run = subprocess.run([dlcourse, "grade", str(TINY), str(tmp_path / "subs"), "--out", str(tmp_path / "out"),
-                          "--workers", "1"], capture_output=True, text=True, timeout=300)
+                          "--workers", "1", "--sandbox", sandbox], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out" / "grades.csv").read_text().splitlines()[1] == "ada,0,0,0,0,6,graded"
     assert (tmp_path / "out" / "feedback" / "ada.html").exists()
@@ -134,7 +135,8 @@ def test_cli_grade_and_check_exit_codes(tmp_path):
     broken = tmp_path / "lab99_tiny.py"
     broken.write_text(TINY.read_text().replace("return x / 2", "return x / 3"))
     refused = subprocess.run([dlcourse, "grade", str(broken), str(tmp_path / "subs"), "--out",
-                              str(tmp_path / "out2")], capture_output=True, text=True, timeout=300)
+                              str(tmp_path / "out2"), "--sandbox", sandbox], capture_output=True, text=True,
+                             timeout=300)
     assert refused.returncode == 3 and "halve-tests" in refused.stderr and "nobody is graded" in refused.stderr
 
 

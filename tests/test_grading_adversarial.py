@@ -3,13 +3,21 @@
 All of them are graded in one batch (2 workers) against tests/fixtures/lab99_tiny.py: 6 points in all —
 double-tests 2 (three equally weighted checks), square-tests 3 (checks weighted 1 and 2), halve-tests 1 (a plain
 assert cell, which passes when it runs without error).
+
+The batch runs in the sandbox the machine allows (``sandbox`` fixture: bubblewrap in CI). Attacks that only the
+sandbox stops (reading course files, rewriting the course package, the network, seeing the grader's processes)
+join the catalogue only then: without it they would succeed, and the package rewrite would change this checkout.
+tests/test_grading_isolation.py covers the defences that hold without the sandbox.
 """
 
 import copy
 import json
+import socket
+import threading
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 
 from dlcourse.grading import build
@@ -48,9 +56,83 @@ def text(nb) -> str:
 
 WRONG_DOUBLE = "def double(x):\n    return x * 2 if bool((x > 0).all()) else x  # wrong for negatives"
 IDENTITY_DOUBLE = "def double(x):\n    return x"
+DAEMON_MARK = "dlcourse-adversarial-daemon"
 
 
-def catalogue(out_dir: Path) -> dict[str, tuple[object, float, str]]:
+def daemon_cell(out_dir: Path) -> str:
+    """A cell that leaves a daemon behind (double fork + setsid, so neither the kernel's process group nor
+    PR_SET_PDEATHSIG reaches it) which rewrites the gradebook for a minute — as found through the grader's command
+    line in /proc; the path is given here to make the attack certain."""
+    body = (f"import pathlib, time\n# {DAEMON_MARK}\nend = time.time() + 60\nwhile time.time() < end:\n"
+            f"    for name in ('grades.csv', 'grades.json'):\n        try:\n"
+            f"            pathlib.Path({str(out_dir)!r}, name).write_text('student,total\\nmallory,999\\n')\n"
+            f"        except OSError:\n            pass\n    time.sleep(0.05)\n")
+    return ("import os, sys\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            f"        os.execv(sys.executable, [sys.executable, '-c', {body!r}])\n    os._exit(0)\nos.wait()")
+
+
+def daemons_alive() -> list[psutil.Process]:
+    alive = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(DAEMON_MARK in part for part in proc.info["cmdline"] or []):
+            alive.append(proc)
+    return alive
+
+
+# Every channel a cell has to smuggle hidden test code into its feedback: the test cell's source arrives through
+# IPython's pre_run_cell hook and through the calling frame's line; it leaves as an exception message (double), a
+# class named after it (square) and an exception class named after it (halve).
+EXFILTRATE = """import linecache, sys
+SEEN = []
+get_ipython().events.register("pre_run_cell", lambda info: SEEN.append(info.raw_cell))
+
+def stolen():
+    frame = sys._getframe(2)
+    return linecache.getline(frame.f_code.co_filename, frame.f_lineno) + "".join(SEEN[-1:])
+
+def double(x):
+    raise ValueError(stolen())"""
+EXFILTRATE_SQUARE = "def square(x):\n    return type(stolen(), (), {})()"
+EXFILTRATE_HALVE = "def halve(x):\n    raise type(stolen(), (Exception,), {})(stolen())"
+
+# Only the sandbox stops these (see the module docstring).
+SABOTAGE = """import pathlib, dlcourse
+try:
+    with open(pathlib.Path(dlcourse.__file__), "a") as f:
+        f.write("\\n# every later submission now fails\\n")
+except OSError:
+    pass"""
+STEAL = """import pathlib, re, dlcourse
+
+def steal(name):
+    for parent in pathlib.Path(dlcourse.__file__).resolve().parents:
+        path = parent / "tests" / "fixtures" / "lab99_tiny.py"
+        if path.exists():
+            body = re.search(rf"def {name}\\(x\\):\\n    ### BEGIN SOLUTION\\n(.*?)\\n    ### END", path.read_text(),
+                             re.S).group(1)
+            exec(f"def {name}(x):\\n{body}", globals())
+            return
+    raise NotImplementedError("nothing to steal")
+
+steal("double")"""
+SNOOP = """import os
+others = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        others.append(open(f"/proc/{pid}/cmdline", "rb").read())
+    except OSError:
+        pass
+if any(b"pytest" in c or b"forkserver" in c or b"dlcourse-submissions" in c for c in others):
+    def double(x):  # rewarded only if the grader's processes are visible
+        return 2 * x"""
+
+
+def network_cell(port: int) -> str:
+    return ("import socket\ntry:\n    with socket.create_connection(('127.0.0.1', %d), timeout=2) as s:\n"
+            "        s.sendall(b'exfiltrated')\nexcept OSError:\n    pass" % port)
+
+
+def catalogue(out_dir: Path, sandbox: str = "none", port: int = 0) -> dict[str, tuple[object, float, str]]:
     """student -> (notebook or raw bytes, exact total, status prefix)."""
     c: dict[str, tuple[object, float, str]] = {}
     c["01-solution"] = (answered(), 6, "graded")
@@ -116,16 +198,48 @@ def catalogue(out_dir: Path) -> dict[str, tuple[object, float, str]]:
     r_notebook.metadata["kernelspec"] = {"name": "ir", "display_name": "R", "language": "R"}
     c["22-r-notebook"] = (r_notebook, 0, "wrong language")
     c["23-odd name é ü"] = (answered(), 6, "graded")
+    c["27-daemon-rewrites-gradebook"] = (extra_cell(answered(double_answer=IDENTITY_DOUBLE), "setup",
+                                                    daemon_cell(out_dir)), 4 + 2 / 3, "graded")
+    c["28-exfiltrates-hidden-tests"] = (answered(double_answer=EXFILTRATE, square_answer=EXFILTRATE_SQUARE,
+                                                 halve_answer=EXFILTRATE_HALVE), 0, "graded")
+    if sandbox == "bwrap":
+        c["29-sabotages-course-package"] = (extra_cell(answered(double_answer=IDENTITY_DOUBLE), "setup", SABOTAGE),
+                                            4 + 2 / 3, "graded")
+        c["30-reads-the-solution"] = (answered(double_answer=STEAL), 5, "graded")
+        c["31-network"] = (extra_cell(answered(double_answer=IDENTITY_DOUBLE), "setup", network_cell(port)),
+                           4 + 2 / 3, "graded")
+        c["32-sees-grader-processes"] = (extra_cell(answered(double_answer=IDENTITY_DOUBLE), "double-answer",
+                                                    SNOOP), 4 + 2 / 3, "graded")
     return c
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory):
+def listener():
+    """A TCP server on 127.0.0.1 that records what anyone sends it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                received.append(conn.recv(1024))
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1], received
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, sandbox, listener):
     root = tmp_path_factory.mktemp("adversarial")
     out = root / "out"
     subs = root / "submissions"
     expected = {}
-    for student, (content, total, status) in catalogue(out).items():
+    for student, (content, total, status) in catalogue(out, sandbox, listener[0]).items():
         (subs / student).mkdir(parents=True)
         data = content if isinstance(content, bytes) else text(content).encode()
         (subs / student / "lab99_tiny.ipynb").write_bytes(data)
@@ -142,7 +256,7 @@ def batch(tmp_path_factory):
     (subs / bad_name / "lab99_tiny.ipynb").write_text(text(answered()))
     expected["26-latin1-\ufffd"] = (6, "graded")
     limits = Limits(cell_timeout=8, submission_timeout=120, memory_mb=2048)
-    results = grade_batch(TINY, subs, out, workers=2, limits=limits, progress=False)
+    results = grade_batch(TINY, subs, out, workers=2, limits=limits, sandbox=sandbox, progress=False)
     return {r.student: r for r in results}, expected, out
 
 
@@ -180,23 +294,56 @@ def test_statuses_explain_what_happened(batch):
     assert memory.status == "failed" and "NameError" in memory.message
 
 
-def test_feedback_never_shows_hidden_test_code(batch):
+def test_no_output_of_the_grader_shows_hidden_test_code(batch):
+    """Feedback, results, the gradebook and the log: none carries a hidden line, though submission 28 pushed
+    them out through every channel it has."""
     results, _, out = batch
-    for path in (out / "feedback").glob("*.html"):
-        page = path.read_text(encoding="utf-8")
-        for line in HIDDEN_LINES:
-            assert line not in page, (path.name, line)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(list((out / "feedback").glob("*.html"))) == len(results)
+    for path in files:
+        text_ = path.read_text(encoding="utf-8", errors="replace")
+        for line in HIDDEN_LINES + ["BEGIN HIDDEN TESTS", "check_close("]:
+            assert line not in text_, (path.name, line)
+
+
+def test_feedback_names_builtin_errors_only_and_never_a_message(batch):
+    results, _, out = batch
     page = next((out / "feedback").glob("18-error-in-hidden-test-path*.html")).read_text(encoding="utf-8")
-    assert "ValueError: no negatives" in page and "Traceback" not in page
+    assert "ValueError" in page and "no negatives" not in page and "Traceback" not in page
+    smuggled = results["28-exfiltrates-hidden-tests"]
+    assert [c.status for c in smuggled.cells] == ["failed"] * 3
+    assert smuggled.cells[2].message == "an exception"  # a class named after the test line is not shown
+    assert all("ValueError" in k.message for k in smuggled.cells[0].checks)
 
 
-def test_output_folder_tampering_is_undone(batch):
+def test_no_process_outlives_grading(batch):
+    results, _, out = batch
+    assert daemons_alive() == []
+    rows = (out / "grades.csv").read_text(encoding="utf-8")
+    assert "mallory" not in rows and "27-daemon-rewrites-gradebook" in rows
+
+
+def test_sandbox_only_attacks_fail(batch, bwrap, listener):
+    """Run only where the sandbox is: the course package is unchanged, no solution was read (30 scores the 5
+    points of its untouched answers, not 6), nothing reached the listener, no grader process was visible."""
+    results, expected, out = batch
+    assert {"29-sabotages-course-package", "30-reads-the-solution", "31-network",
+            "32-sees-grader-processes"} <= set(results)
+    assert results["30-reads-the-solution"].cells[0].status == "not attempted"
+    assert listener[1] == []
+    log = (out / "grading.log").read_text(encoding="utf-8")
+    assert "STOPPED" not in log and "WITHOUT a sandbox" not in log
+
+
+def test_output_folder_tampering_is_undone(batch, sandbox):
     results, expected, out = batch
     rows = (out / "grades.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "student,double-tests,square-tests,halve-tests,total,max,status"
     assert len(rows) == 1 + len(expected) and "mallory" not in "".join(rows)
     assert not (out / "planted.txt").exists() and not (out / "results" / "99-victim.json").exists()
     log = (out / "grading.log").read_text(encoding="utf-8")
-    assert "removed planted.txt (written by a submission, not the grader)" in log
+    # In the sandbox the output folder is out of the kernel's sight: nothing is planted, nothing to undo.
+    planted = "removed planted.txt (written by a submission, not the grader)" in log
+    assert planted == (sandbox == "none")
     data = json.loads((out / "grades.json").read_text(encoding="utf-8"))
     assert {s["student"] for s in data["students"]} == set(expected)

@@ -13,10 +13,12 @@ from pathlib import Path
 from dlcourse.grading import autograde, build
 from dlcourse.grading import cells as C
 from dlcourse.grading.kernel import Limits
+from dlcourse.grading.sandbox import available
 
 ROOT = Path(__file__).resolve().parents[1]
 MISTAKES_DIR = Path(__file__).parent / "lab_mistakes"
-LIMITS = Limits(cell_timeout=300, submission_timeout=900, memory_mb=None)
+# In the sandbox the grader uses by default (bubblewrap) where it runs here: every lab must grade confined.
+LIMITS = Limits(cell_timeout=300, submission_timeout=900, memory_mb=None, sandbox=available()[0])
 
 
 def mistakes(stem: str) -> list:

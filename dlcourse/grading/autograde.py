@@ -13,6 +13,7 @@ Used by ``dlcourse grade`` (through ``batch``) and ``dlcourse check`` (the learn
 from __future__ import annotations
 
 import ast
+import builtins
 import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -191,12 +192,23 @@ def _records(cell: NotebookNode) -> dict[str, dict]:
     return found
 
 
-def _error_text(err: dict | None) -> str:
-    """``Name: message`` of an error, first line only (tracebacks would show test code; they are never kept)."""
+#: Exception names feedback may show when grading: Python's built-in ones. A student's kernel can raise any
+#: class with any name and message, so when grading only these names pass, and never a message.
+SAFE_ERRORS = frozenset(name for name, obj in vars(builtins).items()
+                        if isinstance(obj, type) and issubclass(obj, BaseException))
+
+
+def _error_text(err: dict | None, *, grading: bool = False) -> str:
+    """The error a cell stopped with, for feedback. Self-check: ``Name: message`` (first line; the learner's own
+    kernel). Grading: only the exception's name, and only when it is a built-in one — everything else in an error
+    output (message, traceback, a class named after a line of hidden test code) came from the student's kernel."""
     if err is None:
         return ""
+    name = str(err.get("ename", "Error"))
+    if grading:
+        return name if name in SAFE_ERRORS else "an exception"
     value = str(err.get("evalue", "")).strip().splitlines()
-    return f"{err.get('ename', 'Error')}: {value[0][:300]}" if value else str(err.get("ename", "Error"))
+    return f"{name}: {value[0][:300]}" if value else name
 
 
 @dataclass
@@ -235,29 +247,31 @@ def score(executed: NotebookNode, source: NotebookNode, stopped: str | None = No
             results[gid] = CellResult(gid, 0.0, max_points, NOT_RUN, stopped or "not executed")
             continue
         mine = _records(cell)
-        expected = reference.records.get(gid, {}) if reference is not None else mine
+        grading = reference is not None
+        expected = reference.records.get(gid, {}) if grading else mine
         not_attempted = unfinished or (err is not None and err.get("ename") == "NotImplementedError")
         if not expected:  # a cell without checks: it passes when it runs without error
             passed = err is None
             results[gid] = CellResult(gid, max_points if passed else 0.0, max_points,
                                       PASSED if passed else NOT_ATTEMPTED if not_attempted else FAILED,
-                                      "" if passed else _error_text(err))
+                                      "" if passed else _error_text(err, grading=grading))
             continue
         verdicts = []
         for name, ref in expected.items():
             weight = float(ref.get("spec", {}).get("weight", 1.0))
             got = mine.get(name)
             if got is None:
-                why = f"not reached: the test stopped with {_error_text(err)}" if err else "not reached"
+                why = (f"not reached: the test stopped with {_error_text(err, grading=grading)}" if err
+                       else "not reached")
                 verdicts.append(CheckResult(name, weight, False, why))
             elif reference is None:
                 verdicts.append(CheckResult(name, weight, bool(got.get("passed")), str(got.get("message", ""))))
             else:
                 right = ref.get("expected", ref.get("actual"))
                 try:
-                    ok, why = K.compare(ref["kind"], got.get("actual", {}), right, ref.get("spec", {}))
-                except Exception as exc:  # a malformed record: the student's code wrote it
-                    ok, why = False, f"unreadable result ({type(exc).__name__})"
+                    ok, why = K.compare(ref["kind"], got.get("actual", {}), right, ref.get("spec", {}), echo=False)
+                except Exception:  # a malformed record: the student's code wrote it
+                    ok, why = False, "unreadable result"
                 hint = str(ref.get("hint") or "")  # from the reference run: the student's kernel cannot change it
                 verdicts.append(CheckResult(name, weight, ok, "; ".join(s for s in (why, hint) if s and not ok)))
         total = sum(v.weight for v in verdicts) or 1.0

@@ -3,9 +3,14 @@
 ``grade_batch`` first grades the reference solution in the same environment (it must score full marks), then runs
 up to ``workers`` submissions at a time, one kernel each. The output folder gets ``results/<student>.json`` (one
 file per student, written atomically, so a re-run skips finished students and an interrupted batch resumes),
-``grades.csv``, ``grades.json``, ``feedback/<student>.html`` and ``grading.log``. After every submission the
-output folder is checked against what the grader wrote: a file a student's code added or changed is removed or
-restored.
+``grades.csv``, ``grades.json``, ``feedback/<student>.html`` and ``grading.log``.
+
+Each kernel runs in the sandbox ``limits.sandbox`` names (see ``sandbox``). Without it, three defences remain:
+every worker is a subreaper and kills every process its kernel left behind before it reports (``reaper``); after
+every submission the output folder is checked against what the grader wrote (a file a student's code added or
+changed is removed or restored); and the course package and lab sources are hashed at the start and checked after
+every submission: a change stops the batch (``integrity.TamperError``), naming the submissions that may have made
+it, and nothing graded since is kept.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import cells as C
+from . import integrity, reaper
 from .autograde import (Reference, ReferenceError, Result, grade_notebook, graded_cells, load_source, run_reference,
                         unscored)
 from .feedback import render
 from .kernel import Limits
+from .sandbox import resolve
 from .submissions import Submission, discover
 
 
@@ -94,17 +101,21 @@ def _csv_bytes(results: list[Result], ids: list[str]) -> bytes:
 
 
 def _job(source, path, reference, student, limits, conn) -> None:
-    """Worker process body: grade one notebook (``path=None``: run the reference) and send the result back."""
+    """Worker process body: grade one notebook (``path=None``: run the reference) and send the result back, after
+    killing every process the kernel left behind (the worker adopts them as a subreaper)."""
+    reaper.become_subreaper()
     try:
         if path is None:
-            conn.send(("reference", run_reference(source, limits)))
+            message = ("reference", run_reference(source, limits))
         else:
-            conn.send(("result", grade_notebook(source, path, reference, student=student, limits=limits).to_dict()))
+            message = ("result", grade_notebook(source, path, reference, student=student, limits=limits).to_dict())
     except ReferenceError as exc:
-        conn.send(("reference-error", str(exc)))
+        message = ("reference-error", str(exc))
     except BaseException as exc:  # report, never hang the coordinator
-        conn.send(("result", {"student": student, "status": f"grader error: {type(exc).__name__}: {exc}",
-                              "cells": []}))
+        message = ("result", {"student": student, "status": f"grader error: {type(exc).__name__}", "cells": []})
+    try:
+        reaper.kill_descendants()
+        conn.send(message)
     finally:
         conn.close()
 
@@ -132,7 +143,7 @@ def _reference_in_worker(ctx, source, limits: Limits) -> Reference:
     except EOFError:
         raise ReferenceError(f"the reference run crashed (exit code {process.exitcode})") from None
     finally:
-        process.kill()
+        reaper.kill_tree(process.pid)
         process.join(timeout=10)
     if kind == "reference":
         return payload
@@ -149,14 +160,18 @@ class Running:
 
 def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, workers: int | None = None,
                 hidden: Path | str | None = None, pattern: str | None = None, limits: Limits = Limits(),
-                force: bool = False, progress: bool = True) -> list[Result]:
+                sandbox: str = "auto", force: bool = False, progress: bool = True) -> list[Result]:
     """Grade every submission of ``lab`` found in ``submissions`` into the folder ``out``; return the results.
 
-    Raises ReferenceError (before grading anyone) when the reference solution does not score full marks here.
+    ``sandbox``: "auto" (bubblewrap on Linux; an error, never a silent fallback, when it cannot run), "bwrap" or
+    "none". Raises SandboxError before grading when the sandbox is unavailable, ReferenceError (before grading
+    anyone) when the reference solution does not score full marks here, and TamperError when a submission changed
+    the course files.
     """
     from tqdm.auto import tqdm
 
     lab, submissions, out = Path(lab), Path(submissions), Path(out)
+    limits = replace(limits, sandbox=resolve(sandbox))
     workers = max(1, workers or os.cpu_count() or 1)
     if limits.threads is None:  # kernels side by side must share the cores: oversubscribed torch threads crawl
         limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
@@ -177,13 +192,36 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
         todo = [s for s in found if s.key not in results]
         output.log(f"lab {lab.name}: {len(found)} submissions, {len(found) - len(todo)} already graded, "
                    f"{len(todo)} to grade with {workers} worker(s); limits {limits}")
+        if limits.sandbox == "none":
+            output.log("WARNING: kernels run WITHOUT a sandbox (--sandbox none): a submission can read any file "
+                       "this user can (solutions/, hidden tests) and use the network. Grade this way only a class "
+                       "you trust, or on a machine with bubblewrap.")
+        roots = integrity.course_roots(lab, Path(hidden) if hidden else None)
+        pristine = integrity.snapshot(*roots)
         ctx = _context()
         reference: Reference | None = None
         if any(s.path is not None for s in todo):
             reference = _reference_in_worker(ctx, source, limits)
             output.log("reference solution scores full marks in this environment")
 
+        def tampered(suspects: list[Submission]) -> None:
+            """Stop when the course files changed: keep nothing graded since the last clean check."""
+            changed = integrity.changes(pristine, *roots)
+            if not changed:
+                return
+            for job in running:
+                reaper.kill_tree(job.process.pid)
+            names = ", ".join(s.student for s in suspects)
+            message = (f"STOPPED: the files grades depend on changed while grading {names} ({'; '.join(changed[:5])}"
+                       f"{' ...' if len(changed) > 5 else ''}). Nothing was restored and no result graded since "
+                       f"the last check was kept. Restore the course files (e.g. `git checkout -- dlcourse "
+                       f"{lab}`), then run the same command again: it grades those students again.")
+            output.log(message)
+            raise integrity.TamperError(message)
+
         def finish(sub: Submission, result: Result) -> None:
+            if sub.path is not None:
+                tampered([sub, *(job.submission for job in running)])
             result.student = sub.student
             results[sub.key] = result
             output.write(f"results/{sub.key}.json", json.dumps(result.to_dict(), indent=1).encode())
@@ -228,7 +266,7 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
                         result = Result(job.submission.student, f"grader error: worker exited with code "
                                         f"{job.process.exitcode}", unscored(source, "grader error"))
                     elif time.monotonic() - job.started > backstop:
-                        job.process.kill()
+                        reaper.kill_tree(job.process.pid)
                         why = f"timeout: grading took longer than {backstop:g} s"
                         result = Result(job.submission.student, why, unscored(source, why))
                     if result is not None:
@@ -237,6 +275,6 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
                         finish(job.submission, result)
         finally:
             for job in running:  # interrupted: stop the workers; finished students are already saved
-                job.process.kill()
+                reaper.kill_tree(job.process.pid)
             bar.close()
     return [results[s.key] for s in found]

@@ -94,35 +94,41 @@ def _number(x: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------------ comparing two values
-def compare(kind: str, actual: Any, reference: Any, spec: dict) -> tuple[bool, str]:
+def compare(kind: str, actual: Any, reference: Any, spec: dict, *, echo: bool = True) -> tuple[bool, str]:
     """Judge an encoded ``actual`` against an encoded ``reference`` (the right value) for a check ``kind``.
 
     Used in the kernel (reference = the ``expected=`` argument) and by the grader (reference = the reference
     solution's value), so both judge alike. Returns (passed, reason); the reason never contains the right value.
+    ``echo=False`` (the grader) keeps everything that came from the student's kernel out of the reason — type
+    names, shapes, lengths, values, differences — since a hostile kernel can encode hidden test code in any of
+    them: the reason is then built from the reference and the check's spec only.
     """
+    show = (lambda text: f", got {text}") if echo else (lambda text: "")
     if kind == "true":
         ok = actual.get("type") == "bool" and actual.get("data") is True
         return ok, "" if ok else "the condition is false"
     if kind == "at_least":
         if actual.get("type") not in ("int", "float", "bool") and not _scalar_tensor(actual):
-            return False, f"expected a number, got {actual.get('type')}"
+            return False, "expected a number" + show(str(actual.get("type")))
         value = _number(actual["data"] if "shape" not in actual else actual["data"][0])
         ok = value >= spec["threshold"]
-        return ok, "" if ok else f"{value:.4g} is below the required {spec['threshold']:.4g}"
+        return ok, "" if ok else f"{f'{value:.4g} is ' if echo else ''}below the required {spec['threshold']:.4g}"
     if kind == "accuracy":
         if actual.get("type") not in ("tensor", "ndarray") or actual.get("shape") != reference.get("shape"):
-            return False, f"expected predictions of shape {reference.get('shape')}, got {_describe(actual)}"
+            return False, f"expected predictions of shape {reference.get('shape')}" + show(_describe(actual))
         hits = sum(int(a == b) for a, b in zip(actual["data"], reference["data"]))
         acc = hits / max(1, len(reference["data"]))
         ok = acc >= spec["threshold"]
-        return ok, "" if ok else f"accuracy {acc:.3f} is below the required {spec['threshold']:.3f}"
+        return ok, "" if ok else f"accuracy {f'{acc:.3f} is ' if echo else ''}below the required " \
+                                 f"{spec['threshold']:.3f}"
     if actual.get("type") != reference.get("type"):
-        return False, f"expected a {_describe(reference)}, got a {_describe(actual)}"
+        return False, f"expected a {_describe(reference)}" + show(f"a {_describe(actual)}")
     if kind == "equal":
         ok = actual == reference
         return ok, "" if ok else "the value is not the expected one"
     if kind == "close":
-        return _close(actual, reference, spec.get("rtol", 1e-5), spec.get("atol", 1e-8), spec.get("dtype", False))
+        return _close(actual, reference, spec.get("rtol", 1e-5), spec.get("atol", 1e-8), spec.get("dtype", False),
+                      echo)
     raise ValueError(f"unknown check kind {kind!r}")
 
 
@@ -138,27 +144,31 @@ def _describe(v: dict) -> str:
     return str(v.get("type"))
 
 
-def _close(actual: dict, reference: dict, rtol: float, atol: float, dtype: bool = False) -> tuple[bool, str]:
+def _close(actual: dict, reference: dict, rtol: float, atol: float, dtype: bool = False,
+           echo: bool = True) -> tuple[bool, str]:
     kind = actual["type"]
     if kind in ("tensor", "ndarray"):
         if actual.get("shape") != reference.get("shape"):
-            return False, f"shape {tuple(actual['shape'])}, expected {tuple(reference['shape'])}"
+            got = f"shape {tuple(actual['shape'])}, " if echo else "a different shape, "
+            return False, f"{got}expected {tuple(reference['shape'])}"
         if dtype and actual.get("dtype") != reference.get("dtype"):
-            return False, f"dtype {actual.get('dtype')}, expected {reference.get('dtype')}"
+            got = f"dtype {actual.get('dtype')}, " if echo else "a different dtype, "
+            return False, f"{got}expected {reference.get('dtype')}"
         a = torch.tensor([_number(x) for x in actual["data"]], dtype=torch.float64)
         b = torch.tensor([_number(x) for x in reference["data"]], dtype=torch.float64)
-        return _close_tensors(a, b, rtol, atol)
+        return _close_tensors(a, b, rtol, atol, echo)
     if kind in ("int", "float", "bool"):
         a = torch.tensor([_number(actual["data"])], dtype=torch.float64)
         b = torch.tensor([_number(reference["data"])], dtype=torch.float64)
-        return _close_tensors(a, b, rtol, atol)
+        return _close_tensors(a, b, rtol, atol, echo)
     if kind in ("list", "tuple"):
         if len(actual["data"]) != len(reference["data"]):
-            return False, f"length {len(actual['data'])}, expected {len(reference['data'])}"
+            got = f"length {len(actual['data'])}, " if echo else "a different length, "
+            return False, f"{got}expected {len(reference['data'])}"
         for i, (x, y) in enumerate(zip(actual["data"], reference["data"])):
             if x.get("type") != y.get("type"):
-                return False, f"item {i}: expected a {_describe(y)}, got a {_describe(x)}"
-            ok, why = _close(x, y, rtol, atol, dtype)
+                return False, f"item {i}: expected a {_describe(y)}" + (f", got a {_describe(x)}" if echo else "")
+            ok, why = _close(x, y, rtol, atol, dtype, echo)
             if not ok:
                 return False, f"item {i}: {why}"
         return True, ""
@@ -166,7 +176,8 @@ def _close(actual: dict, reference: dict, rtol: float, atol: float, dtype: bool 
     return ok, "" if ok else "the value is not the expected one"
 
 
-def _close_tensors(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> tuple[bool, str]:
+def _close_tensors(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float,
+                   echo: bool = True) -> tuple[bool, str]:
     if a.isnan().any() and not b.isnan().any():
         return False, "the result contains NaN"
     if a.isinf().any() and not b.isinf().any():
@@ -174,6 +185,8 @@ def _close_tensors(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -
     ok = bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
     if ok:
         return True, ""
+    if not echo:
+        return False, f"values differ beyond the tolerance (atol={atol:g}, rtol={rtol:g})"
     finite = a.isfinite() & b.isfinite()
     worst = (a[finite] - b[finite]).abs().max().item() if finite.any() else float("nan")
     return False, f"values differ (largest difference {worst:.3g}, tolerance atol={atol:g}, rtol={rtol:g})"

@@ -17,19 +17,23 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
+from .sandbox import kernel_manager
+
 
 @dataclass(frozen=True)
 class Limits:
     """Bounds for one notebook run. ``memory_mb`` caps the kernel's data segment (None: no cap); ``threads`` sets
     the kernel's CPU threads (``OMP_NUM_THREADS``; None: inherit the environment's); ``gpu`` lets the kernel see
     the machine's GPUs (off for grading: smoke-scale labs are sized for a CPU, CPU results are the same on every
-    machine, and a class's kernels do not pile onto one GPU's memory)."""
+    machine, and a class's kernels do not pile onto one GPU's memory). ``sandbox`` is "bwrap" (the kernel confined
+    by bubblewrap, see ``sandbox``) or "none"; ``dlcourse grade`` resolves its default to bwrap on Linux."""
 
     cell_timeout: float = 120.0
     submission_timeout: float = 600.0
     memory_mb: int | None = 4096
     threads: int | None = None
     gpu: bool = False
+    sandbox: str = "none"
 
 
 def kernel_name() -> str:
@@ -72,16 +76,23 @@ def run(nb: NotebookNode, limits: Limits, env: dict[str, str], cwd: Path | str |
         return max(1, int(min(limits.cell_timeout, deadline - time.monotonic())))
 
     with tempfile.TemporaryDirectory(prefix="dlcourse-kernel-") as tmp:
-        client = NotebookClient(nb, timeout_func=cell_timeout, kernel_name=kernel_name(),
+        workdir, runtime = Path(tmp) / "work", Path(tmp) / "runtime"
+        workdir.mkdir()
+        runtime.mkdir(mode=0o700)
+        if limits.sandbox != "none":
+            cwd = workdir  # a confined kernel sees only its own working folder
+        km = kernel_manager(kernel_name(), limits.sandbox, workdir, runtime, gpu=limits.gpu)
+        client = NotebookClient(nb, km=km, timeout_func=cell_timeout, kernel_name=km.kernel_name,
                                 allow_errors=not stop_on_error,
-                                resources={"metadata": {"path": str(cwd or tmp)}}, shutdown_kernel="immediate")
+                                resources={"metadata": {"path": str(cwd or workdir)}}, shutdown_kernel="immediate")
         try:
             # the kernel's own stderr (start-up chatter) is not the notebook's output: errors arrive as cell outputs
             threads = {} if limits.threads is None else {"OMP_NUM_THREADS": str(limits.threads),
                                                          "MKL_NUM_THREADS": str(limits.threads)}
             no_gpu = {} if limits.gpu else {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}
-            client.execute(env={**os.environ, **threads, **no_gpu, **env}, stderr=subprocess.DEVNULL,
-                           preexec_fn=_limit_kernel(limits.memory_mb))
+            # cleanup_kc: nbclient shuts down only kernels whose manager it made itself; this one is ours
+            client.execute(env={**os.environ, **threads, **no_gpu, **env}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, preexec_fn=_limit_kernel(limits.memory_mb), cleanup_kc=True)
         except CellTimeoutError:
             if time.monotonic() >= deadline - 1:
                 return nb, f"timeout: the notebook ran longer than {limits.submission_timeout:g} s in all"
