@@ -205,7 +205,7 @@ def catalogue(out_dir: Path, sandbox: str = "none", port: int = 0) -> dict[str, 
     if sandbox == "bwrap":
         c["29-sabotages-course-package"] = (extra_cell(answered(double_answer=IDENTITY_DOUBLE), "setup", SABOTAGE),
                                             4 + 2 / 3, "graded")
-        c["30-reads-the-solution"] = (answered(double_answer=STEAL), 5, "graded")
+        c["30-reads-the-solution"] = (answered(double_answer=STEAL), 4, "graded")
         c["31-network"] = (extra_cell(answered(double_answer=IDENTITY_DOUBLE), "setup", network_cell(port)),
                            4 + 2 / 3, "graded")
         c["32-sees-grader-processes"] = (extra_cell(answered(double_answer=IDENTITY_DOUBLE), "double-answer",
@@ -324,8 +324,8 @@ def test_no_process_outlives_grading(batch):
 
 
 def test_sandbox_only_attacks_fail(batch, bwrap, listener):
-    """Run only where the sandbox is: the course package is unchanged, no solution was read (30 scores the 5
-    points of its untouched answers, not 6), nothing reached the listener, no grader process was visible."""
+    """Run only where the sandbox is: the course package is unchanged, no solution was read (30 scores the
+    4 points of its untouched answers, not 6), nothing reached the listener, no grader process was visible."""
     results, expected, out = batch
     assert {"29-sabotages-course-package", "30-reads-the-solution", "31-network",
             "32-sees-grader-processes"} <= set(results)

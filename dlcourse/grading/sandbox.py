@@ -118,9 +118,13 @@ def bwrap_prefix(workdir: Path, runtime: Path, *, gpu: bool = False) -> list[str
 
 
 def kernel_manager(kernel_name: str, sandbox: str, workdir: Path, runtime: Path, *, gpu: bool = False):
-    """A jupyter_client KernelManager for one kernel: unconfined (TCP on localhost, as usual) or in bubblewrap
-    (the launch command wrapped in bwrap, ZeroMQ over Unix sockets in ``runtime``)."""
-    from jupyter_client.manager import KernelManager
+    """A jupyter_client kernel manager for one kernel: unconfined (TCP on localhost, as usual) or in bubblewrap
+    (the launch command wrapped in bwrap, ZeroMQ over Unix sockets in ``runtime``).
+
+    It is the asynchronous manager, as nbclient makes for itself: a blocking one gives nbclient a blocking client
+    whose wait for output holds the event loop, so a kernel that dies mid-cell (``os._exit``, a crash) is never
+    polled and the run waits for its timeout."""
+    from jupyter_client.manager import AsyncKernelManager as KernelManager
 
     if sandbox == "none":
         return KernelManager(kernel_name=kernel_name)
