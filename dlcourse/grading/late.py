@@ -48,11 +48,13 @@ def parse_time(text: str, zone_of: datetime | None = None) -> datetime:
 
 
 def _format(seconds: float) -> str:
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
+    """A duration as ``1d 10h 1m`` (whole seconds; ``0s`` for none)."""
+    left, parts = round(abs(seconds)), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts) or "0s"
 
 
 @dataclass(frozen=True)
