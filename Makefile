@@ -14,12 +14,13 @@ TEST_THREADS ?= 1
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: lab test sync check-sync lint grade verify bench clean help
+.PHONY: lab test sync check-sync lint grade progress verify bench clean help
 
 help:
 	@echo "make lab    - set up .venv (first run only) and open the course in JupyterLab"
 	@echo "make test   - set up .venv with test extras and run the whole suite at smoke scale"
 	@echo "make sync   - regenerate every .ipynb from its .py source and labs/ from solutions/"
+	@echo "make progress - your labs: not started / in progress / passing, and what to do next"
 	@echo "make grade LAB=solutions/lab01_training_loop.py SUBMISSIONS=dir OUT=dir - autograde a folder"
 	@echo "make verify [SCALE=small] [ONLY='03 07'] [JOBS=1] - run notebooks + solutions here, write a report"
 	@echo "make bench  - run the benchmark scripts and print their tables"
@@ -59,6 +60,9 @@ test: $(VENV)/.installed-test
 	DLCOURSE_SCALE=$(TEST_SCALE) OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n auto --dist loadscope \
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT) \
 		tests notebooks solutions
+
+progress: $(VENV)/.installed-lab
+	$(BIN)/dlcourse progress
 
 grade: $(VENV)/.installed-lab
 	$(BIN)/dlcourse grade $(LAB) $(SUBMISSIONS) --out $(OUT)

@@ -142,6 +142,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if result.cells and all(c.status == "passed" for c in result.cells) else 1
 
 
+def cmd_progress(args: argparse.Namespace) -> int:
+    from .progress import progress, table
+
+    labs = Path(args.labs) if args.labs else None
+    if labs is not None and not labs.is_dir():
+        print(f"error: {labs} is not a folder (give the folder that holds your labNN_*.ipynb notebooks)")
+        return 2
+    rows = progress(labs, course_root(), timeout=args.timeout)
+    print(f"Labs in {rows[0].notebook.parent if rows else labs}")
+    print(table(rows))
+    return 0
+
+
 def cmd_grade(args: argparse.Namespace) -> int:
     from .grading.autograde import ReferenceError
     from .grading.batch import grade_batch
@@ -313,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook")
     p.add_argument("--timeout", type=float, default=300, help="seconds allowed per cell (default 300)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("progress", help="your progress through the labs (visible tests) and what to do next")
+    p.add_argument("labs", nargs="?", help="the folder with your lab notebooks (default: workspace/labs or labs/)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds allowed per cell (default 300)")
+    p.set_defaults(func=cmd_progress)
 
     p = sub.add_parser("grade", help="autograde a class's submissions into OUT (grades.csv, feedback/, ...)")
     p.add_argument("lab", help="the lab's solution source, e.g. solutions/lab01_training_loop.py")
