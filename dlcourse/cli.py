@@ -170,6 +170,21 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from .grading.similarity import similarity_report
+
+    pairs = similarity_report(args.lab, args.submissions, args.out, threshold=args.threshold, common=args.common,
+                              pattern=args.pattern)
+    listed = [p for p in pairs if p.score >= args.threshold]
+    for p in listed[:20]:
+        print(f"  {p.score:.2f}  {p.a} - {p.b}")
+    if len(listed) > 20:
+        print(f"  ... and {len(listed) - 20} more in the report")
+    print(f"{len(listed)} pair(s) at or above {args.threshold:g} (of {len(pairs)} sharing anything): {args.out}. "
+          "A place to look, not a verdict: read the answers side by side there.")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from . import verify as V
     from .config import resolve_scale
@@ -307,6 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confine each kernel: auto = bubblewrap on Linux (an error if it cannot run); none = no "
                         "sandbox, only for a class you trust (default auto)")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("similarity", help="an HTML report of the pairs of students whose answers look alike "
+                                          "(a place to look for copying, not a verdict)")
+    p.add_argument("lab", help="the lab's solution source, e.g. solutions/lab01_training_loop.py")
+    p.add_argument("submissions", help="the submissions, as for `dlcourse grade` (folders, --pattern, LMS zip)")
+    p.add_argument("--out", required=True, help="the report to write, e.g. similarity.html")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="list pairs whose similarity (0..1) is at least this (default 0.5)")
+    p.add_argument("--common", type=int, default=None, help="ignore passages found in more than this many "
+                                                            "students' answers (default: max(10, 10%% of the class))")
+    p.add_argument("--pattern", help="regex with a (?P<student>...) group, for a flat folder of notebooks")
+    p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("verify", help="run every notebook and lab solution at one scale here; write a report")
     p.add_argument("--scale", help="smoke, small or full (default: $DLCOURSE_SCALE, else full on a GPU, small)")
