@@ -1,5 +1,5 @@
-"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check``, ``grade``, ``verify``, ``doctor``
-and ``data``.
+"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check``, ``grade``, ``rubric``, ``similarity``,
+``verify``, ``doctor`` and ``data``.
 
 Every sub-command prints what it did; a problem ends with a message saying what to do and a non-zero exit code.
 """
@@ -130,7 +130,7 @@ def _print_result(result, title: str) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .grading.autograde import check
+    from .grading.autograde import NEEDS_MANUAL, check
     from .grading.kernel import Limits
 
     path = Path(args.notebook)
@@ -139,7 +139,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     result = check(path, limits=Limits(cell_timeout=args.timeout, submission_timeout=args.timeout * 10))
     _print_result(result, f"Self-check of {path.name} (visible tests only; the final grade also runs hidden tests)")
-    return 0 if result.cells and all(c.status == "passed" for c in result.cells) else 1
+    # an answer your instructor marks by hand cannot pass here, and does not fail the self-check
+    return 0 if result.cells and all(c.status in ("passed", NEEDS_MANUAL) for c in result.cells) else 1
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
@@ -167,6 +168,28 @@ def cmd_grade(args: argparse.Namespace) -> int:
         print(f"  {r.student:<24} {r.total:g}/{r.max_points:g}   {r.status}")
     print(f"graded {len(results)} submission(s): {Path(args.out) / 'grades.csv'}, grades.json, feedback/, "
           "grading.log")
+    return 0
+
+
+def cmd_rubric(args: argparse.Namespace) -> int:
+    from .grading import manual, rubric
+
+    if args.action == "export":
+        try:
+            sheets = rubric.export_rubric(args.lab, args.submissions, args.out, pattern=args.pattern, force=args.force)
+        except FileExistsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for sheet in sheets:
+            print(f"wrote {sheet} and {sheet.with_suffix('.html').name}")
+        print(f"Fill in the points and comment columns, then: dlcourse rubric merge {args.lab} "
+              f"{Path(args.out) / 'rubric' / '*.csv'} --out {args.out}")
+        return 0
+    counts = manual.merge_marks(args.lab, args.out, args.sheets)
+    for gid, n in counts.items():
+        print(f"  {gid}: {n} mark(s) merged")
+    print(f"results, feedback pages and gradebook in {args.out} updated; all marks so far: "
+          f"{Path(args.out) / manual.MARKS_FILE}")
     return 0
 
 
@@ -322,6 +345,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confine each kernel: auto = bubblewrap on Linux (an error if it cannot run); none = no "
                         "sandbox, only for a class you trust (default auto)")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("rubric", help="manually graded answers: export a rubric sheet per question, merge the "
+                                      "filled sheets back into the grades")
+    rubric_sub = p.add_subparsers(dest="action", required=True)
+    q = rubric_sub.add_parser("export", help="write OUT/rubric/<question>.csv (to fill) and .html (every answer)")
+    q.add_argument("lab", help="the lab's solution source")
+    q.add_argument("submissions", help="the submissions, as for `dlcourse grade`")
+    q.add_argument("--out", required=True, help="the grading output folder")
+    q.add_argument("--pattern", help="regex with a (?P<student>...) group, for a flat folder of notebooks")
+    q.add_argument("--force", action="store_true", help="overwrite existing sheets (they may hold your marks)")
+    q = rubric_sub.add_parser("merge", help="merge filled sheets into results, feedback and gradebook (all rows are "
+                                            "checked first: one bad row and nothing is written)")
+    q.add_argument("lab", help="the lab's solution source")
+    q.add_argument("sheets", nargs="+", help="filled rubric CSV files")
+    q.add_argument("--out", required=True, help="the grading output folder")
+    p.set_defaults(func=cmd_rubric)
 
     p = sub.add_parser("similarity", help="an HTML report of the pairs of students whose answers look alike "
                                           "(a place to look for copying, not a verdict)")

@@ -18,6 +18,7 @@ from dlcourse.cli import main
 from dlcourse.grading import build
 from dlcourse.grading import cells as C
 from dlcourse.grading import manual as M
+from dlcourse.grading import rubric as R
 from dlcourse.grading.autograde import MARKED, NEEDS_MANUAL, NOT_ATTEMPTED, Result
 from dlcourse.grading.batch import grade_batch
 from dlcourse.grading.kernel import Limits
@@ -127,7 +128,7 @@ def test_autograder_leaves_manual_answers_to_a_person(graded):
 
 def test_rubric_export_writes_a_sheet_and_an_escaped_page_per_question(work):
     lab, subs, out = work
-    sheets = M.export_rubric(lab, subs, out)
+    sheets = R.export_rubric(lab, subs, out)
     assert [p.name for p in sheets] == ["why-double.csv", "describe-code.csv"]
     rows = list(csv.reader(io.StringIO(sheets[0].read_text())))
     assert rows == [list(M.COLUMNS),
@@ -142,7 +143,7 @@ def test_rubric_export_writes_a_sheet_and_an_escaped_page_per_question(work):
     assert "<li>dee: missing notebook: no .ipynb submitted</li>" in why
     sheets[0].write_text(sheets[0].read_text() + "marks in progress\n")
     with pytest.raises(FileExistsError, match="may hold your marks"):
-        M.export_rubric(lab, subs, out)
+        R.export_rubric(lab, subs, out)
     assert sheets[0].read_text().endswith("marks in progress\n")
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import cells as C
-from . import integrity, reaper
+from . import integrity, manual, reaper
 from .autograde import (Reference, ReferenceError, Result, grade_notebook, graded_cells, load_source, run_reference,
                         unscored)
 from .feedback import render
@@ -177,6 +177,7 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
         limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
     source = load_source(lab, hidden)
     ids = [C.grade_id(c) for c in graded_cells(source)]
+    marks = manual.load_marks(out)  # the instructor's marks of manually graded answers, merged earlier
     output = Output(out)
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="dlcourse-submissions-") as tmp:
@@ -223,7 +224,7 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
             if sub.path is not None:
                 tampered([sub, *(job.submission for job in running)])
             result.student = sub.student
-            results[sub.key] = result
+            results[sub.key] = manual.apply_marks(result, marks)
             output.write(f"results/{sub.key}.json", json.dumps(result.to_dict(), indent=1).encode())
             output.write(f"feedback/{sub.key}.html", render(result, lab.stem).encode())
             ordered = [results[s.key] for s in found if s.key in results]
