@@ -1,5 +1,5 @@
-"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check``, ``grade``, ``rubric``, ``similarity``,
-``verify``, ``doctor`` and ``data``.
+"""The ``dlcourse`` command: ``env``, ``lab``, ``sync``, ``lint``, ``check``, ``grade``, ``merge``, ``export``,
+``rubric``, ``similarity``, ``verify``, ``doctor`` and ``data``.
 
 Every sub-command prints what it did; a problem ends with a message saying what to do and a non-zero exit code.
 """
@@ -148,8 +148,12 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from .grading.batch import grade_batch
     from .grading.integrity import TamperError
     from .grading.kernel import Limits
+    from .grading.late import LateRule
     from .grading.sandbox import SandboxError
+    from .grading.shard import parse_shard
 
+    shard = parse_shard(args.shard) if args.shard else None
+    late = LateRule.from_options(args.deadline, args.late_penalty, args.late_cap, args.grace)
     limits = Limits(cell_timeout=args.timeout, submission_timeout=args.submission_timeout,
                     memory_mb=args.memory_mb or None, gpu=args.gpu)
     if args.sandbox == "none":
@@ -157,7 +161,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
               "you can, and use the network. Only for a class you trust.", file=sys.stderr)
     try:
         results = grade_batch(args.lab, args.submissions, args.out, workers=args.workers, hidden=args.hidden,
-                              pattern=args.pattern, limits=limits, sandbox=args.sandbox, force=args.force)
+                              pattern=args.pattern, limits=limits, sandbox=args.sandbox, force=args.force,
+                              late=late, shard=shard)
     except (ReferenceError, SandboxError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -166,8 +171,29 @@ def cmd_grade(args: argparse.Namespace) -> int:
         return 4
     for r in results:
         print(f"  {r.student:<24} {r.total:g}/{r.max_points:g}   {r.status}")
-    print(f"graded {len(results)} submission(s): {Path(args.out) / 'grades.csv'}, grades.json, feedback/, "
-          "grading.log")
+    print(f"graded {len(results)} submission(s){f' (shard {shard[0]}/{shard[1]})' if shard else ''}: "
+          f"{Path(args.out) / 'grades.csv'}, grades.json, feedback/, grading.log")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .grading.shard import merge
+
+    roster = merge(args.shards, args.out)
+    print(f"merged {len(args.shards)} shard(s) of {roster.lab} ({len(roster.students)} students) into "
+          f"{Path(args.out) / 'grades.csv'}, grades.json, results/, feedback/, grading.log")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .grading.export import export
+
+    data = export(args.out, args.format, args.assignment)
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"wrote {args.output} ({args.format}, {len(data.splitlines()) - 1} student(s))")
+    else:
+        sys.stdout.buffer.write(data)
     return 0
 
 
@@ -344,7 +370,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default="auto",
                    help="confine each kernel: auto = bubblewrap on Linux (an error if it cannot run); none = no "
                         "sandbox, only for a class you trust (default auto)")
+    p.add_argument("--shard", metavar="K/N", help="grade only shard K of N (K = 1..N; a student's shard is a hash "
+                                                   "of their id), then join the folders with `dlcourse merge`")
+    p.add_argument("--deadline", metavar="TIME", help="ISO 8601, e.g. 2026-12-01T23:59+01:00 (no offset: this "
+                                                      "machine's zone); submission times: the LMS zip entry's, or "
+                                                      "the notebook file's mtime for folders")
+    p.add_argument("--late-penalty", type=float, metavar="PCT", help="percent of the earned points deducted per "
+                                                                     "started day late (default 0)")
+    p.add_argument("--late-cap", type=float, metavar="PCT", help="the penalty never exceeds this percent "
+                                                                 "(default 100)")
+    p.add_argument("--grace", metavar="DURATION", help="on time up to this long after the deadline, e.g. 15m, 2h "
+                                                       "(default 0); days late still count from the deadline")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("merge", help="join the folders of `dlcourse grade --shard K/N` into one gradebook")
+    p.add_argument("shards", nargs="+", metavar="OUT_K", help="every shard's output folder (all N of them)")
+    p.add_argument("--out", required=True, help="a new (or empty) folder for the merged gradebook")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("export", help="the final grades of a graded folder as a Canvas, Moodle or plain CSV file")
+    p.add_argument("out", help="a folder written by `dlcourse grade` (or `dlcourse merge`)")
+    p.add_argument("--format", required=True, choices=("canvas", "moodle", "csv"),
+                   help="canvas: gradebook import CSV; moodle: the assignment's grading worksheet; csv: "
+                        "student,score,max")
+    p.add_argument("--assignment", help="canvas: the assignment column's header, 'NAME (ID)' for an existing "
+                                        "assignment (default: the lab's name, which creates a new assignment)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("rubric", help="manually graded answers: export a rubric sheet per question, merge the "
                                       "filled sheets back into the grades")

@@ -3,7 +3,9 @@
 ``grade_batch`` first grades the reference solution in the same environment (it must score full marks), then runs
 up to ``workers`` submissions at a time, one kernel each. The output folder gets ``results/<student>.json`` (one
 file per student, written atomically, so a re-run skips finished students and an interrupted batch resumes),
-``grades.csv``, ``grades.json``, ``feedback/<student>.html`` and ``grading.log``.
+``class.json``, ``grades.csv``, ``grades.json``, ``feedback/<student>.html`` and ``grading.log``; the files besides
+results/ are derived by ``gradebook`` (so a late rule or manual marks can be applied again without grading). With
+``shard=(K, N)`` only the students ``shard.shard_of`` gives shard K are graded (``shard.merge`` joins the shards).
 
 Each kernel runs in the sandbox ``limits.sandbox`` names (see ``sandbox``). Without it, three defences remain:
 every worker is a subreaper and kills every process its kernel left behind before it reports (``reaper``); after
@@ -15,9 +17,7 @@ it, and nothing graded since is kept.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import multiprocessing as mp
 import os
@@ -30,9 +30,12 @@ from . import cells as C
 from . import integrity, manual, reaper
 from .autograde import (Reference, ReferenceError, Result, grade_notebook, graded_cells, load_source, run_reference,
                         unscored)
-from .feedback import render
+from .gradebook import (CLASS_FILE, Entry, GradebookError, Roster, derived_files, feedback_page, gradebook_files,
+                        result_bytes)
 from .kernel import Limits
+from .late import LateRule
 from .sandbox import resolve
+from .shard import shard_of
 from .submissions import Submission, discover
 
 
@@ -89,15 +92,28 @@ class Output:
         return undone
 
 
-def _csv_bytes(results: list[Result], ids: list[str]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["student", *ids, "total", "max", "status"])
-    for r in results:
-        by_id = {c.grade_id: c.points for c in r.cells}
-        writer.writerow([r.student, *(f"{by_id.get(i, 0):g}" for i in ids), f"{r.total:g}", f"{r.max_points:g}",
-                         r.status])
-    return buffer.getvalue().encode("utf-8")
+def _fingerprint(source) -> str:
+    """A hash of what grading depends on in the lab source: each cell's type, text and nbgrader metadata (not the
+    cell ids, which are new at every read of a .py source)."""
+    cells = [(c.cell_type, c.source, c.get("metadata", {}).get("nbgrader")) for c in source.cells]
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
+
+
+def _check_folder(out: Path, roster: Roster, force: bool) -> None:
+    """Refuse an output folder graded for another lab version or another shard (its results would be mixed in)."""
+    if not (out / CLASS_FILE).is_file():
+        return
+    try:
+        before = Roster.read(out)
+    except GradebookError:
+        return  # unreadable: rewritten below
+    where = lambda r: f"shard {r.shard[0]}/{r.shard[1]}" if r.shard else "the whole class"  # noqa: E731
+    if before.shard != roster.shard:
+        raise ValueError(f"{out} holds {where(before)} but this run grades {where(roster)}: use another --out "
+                         "(nothing was graded or changed)")
+    if (before.lab, before.source) != (roster.lab, roster.source) and not force:
+        raise ValueError(f"{out} was graded against another version of {before.lab} (its test cells or hidden "
+                         "tests differ): grade into a new --out, or add --force to grade everyone again")
 
 
 def _job(source, path, reference, student, limits, conn) -> None:
@@ -160,8 +176,12 @@ class Running:
 
 def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, workers: int | None = None,
                 hidden: Path | str | None = None, pattern: str | None = None, limits: Limits = Limits(),
-                sandbox: str = "auto", force: bool = False, progress: bool = True) -> list[Result]:
+                sandbox: str = "auto", force: bool = False, progress: bool = True, late: LateRule | None = None,
+                shard: tuple[int, int] | None = None) -> list[Result]:
     """Grade every submission of ``lab`` found in ``submissions`` into the folder ``out``; return the results.
+
+    ``late``: the late rule the gradebook applies (results keep raw points); ``shard=(K, N)``: grade only shard K
+    of N (``shard.shard_of``), returning only those results.
 
     ``sandbox``: "auto" (bubblewrap on Linux; an error, never a silent fallback, when it cannot run), "bwrap" or
     "none". Raises SandboxError before grading when the sandbox is unavailable, ReferenceError (before grading
@@ -178,10 +198,16 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
     source = load_source(lab, hidden)
     ids = [C.grade_id(c) for c in graded_cells(source)]
     marks = manual.load_marks(out)  # the instructor's marks of manually graded answers, merged earlier
-    output = Output(out)
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="dlcourse-submissions-") as tmp:
-        found = discover(submissions, lab.stem, Path(tmp), pattern)
+        everyone = discover(submissions, lab.stem, Path(tmp), pattern)
+        roster = Roster(lab.stem, ids, sum(C.points(c) for c in graded_cells(source)),
+                        [Entry(s.key, s.student, s.lms, s.lms_id, s.submitted) for s in everyone],
+                        _fingerprint(source), late, shard)
+        _check_folder(out, roster, force)
+        found = [s for s in everyone if shard is None or shard_of(s.student, shard[1]) == shard[0]]
+        output = Output(out)
+        output.write(CLASS_FILE, roster.to_bytes())
         for sub in found:
             saved = out / "results" / f"{sub.key}.json"
             if saved.exists() and not force:
@@ -191,8 +217,10 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
                 except (ValueError, KeyError, TypeError):
                     pass  # unreadable: grade again
         todo = [s for s in found if s.key not in results]
-        output.log(f"lab {lab.name}: {len(found)} submissions, {len(found) - len(todo)} already graded, "
+        share = f" (shard {shard[0]}/{shard[1]} of a class of {len(everyone)})" if shard else ""
+        output.log(f"lab {lab.name}: {len(found)} submissions{share}, {len(found) - len(todo)} already graded, "
                    f"{len(todo)} to grade with {workers} worker(s); limits {limits}")
+        output.log(f"late rule: {late.describe()}" if late else "late rule: none (no --deadline)")
         if limits.sandbox == "none":
             output.log("WARNING: kernels run WITHOUT a sandbox (--sandbox none): a submission can read any file "
                        "this user can (solutions/, hidden tests) and use the network. Grade this way only a class "
@@ -225,13 +253,10 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
                 tampered([sub, *(job.submission for job in running)])
             result.student = sub.student
             results[sub.key] = manual.apply_marks(result, marks)
-            output.write(f"results/{sub.key}.json", json.dumps(result.to_dict(), indent=1).encode())
-            output.write(f"feedback/{sub.key}.html", render(result, lab.stem).encode())
-            ordered = [results[s.key] for s in found if s.key in results]
-            output.write("grades.csv", _csv_bytes(ordered, ids))
-            output.write("grades.json", json.dumps({"lab": lab.stem, "max_points": sum(
-                C.points(c) for c in graded_cells(source)), "students": [r.to_dict() for r in ordered]},
-                indent=1).encode())
+            output.write(f"results/{sub.key}.json", result_bytes(result))
+            output.write(f"feedback/{sub.key}.html", feedback_page(roster, sub.key, result))
+            for name, data in gradebook_files(roster, results).items():
+                output.write(name, data)
             output.log(f"{sub.student}: {result.total:g}/{result.max_points:g} {result.status} "
                        f"({result.seconds:g} s)")
             for what in output.guard():
@@ -278,4 +303,7 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
             for job in running:  # interrupted: stop the workers; finished students are already saved
                 reaper.kill_tree(job.process.pid)
             bar.close()
+        for name, data in derived_files(roster, results).items():  # students graded earlier: the rule of this run
+            if not (output.root / name).is_file() or (output.root / name).read_bytes() != data:
+                output.write(name, data)
     return [results[s.key] for s in found]

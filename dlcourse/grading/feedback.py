@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 
 from .autograde import Result
+from .late import Late
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222; }
@@ -22,8 +23,8 @@ def _css(status: str) -> str:
     return status.replace(" ", "-")
 
 
-def render(result: Result, lab: str) -> str:
-    """The feedback page for one student."""
+def render(result: Result, lab: str, late: Late | None = None) -> str:
+    """The feedback page for one student; with ``late``, how late the submission was and what was deducted."""
     e = html.escape
     rows = []
     for cell in result.cells:
@@ -38,5 +39,7 @@ def render(result: Result, lab: str) -> str:
             f"<style>{STYLE}</style></head><body><h1>{e(lab)}</h1>"
             f"<p><b>{e(result.student)}</b>: {result.total:g} / {result.max_points:g} points "
             f"<small>({e(result.status)})</small></p>"
-            "<table><tr><th>exercise</th><th>verdict</th><th>points</th><th>details</th></tr>"
+            + (f"<p class='late'>{e(late.describe())} Final score: <b>{late.final:g} / {result.max_points:g}</b>"
+               "</p>" if late is not None else "")
+            + "<table><tr><th>exercise</th><th>verdict</th><th>points</th><th>details</th></tr>"
             + "".join(rows) + "</table></body></html>\n")

@@ -3,14 +3,21 @@
 Every student found becomes a ``Submission``: either a notebook path, or a problem that becomes their status
 ("missing notebook", "ambiguous: 2 notebooks", ...). Odd or non-UTF-8 names are kept readable and given a safe,
 unique key for output file names.
+
+A submission also carries when it was made, for late penalties: from an LMS zip the entry's time (exact, in UTC,
+when the entry has the "extended timestamp" extra field; otherwise the zip's local date and time, without a zone),
+from a folder the notebook file's modification time (so copy submissions with their times kept: ``cp -p``,
+``rsync -t``). From an LMS zip it carries the LMS's id too: the Canvas user id or the Moodle participant id.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import struct
 import zipfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 MAX_UNZIPPED_BYTES = 2 * 2 ** 30
@@ -26,6 +33,9 @@ class Submission:
     key: str                  # safe, unique file-name stem for results/ and feedback/
     path: Path | None = None  # the notebook to grade, when there is exactly one
     problem: str = ""         # why there is nothing to grade
+    submitted: str | None = None  # ISO 8601 time the notebook was submitted (see above); None when unknown
+    lms: str | None = None        # "canvas" or "moodle": the naming the zip entry followed
+    lms_id: str | None = None     # the Canvas user id or Moodle participant id in that name
 
 
 def readable(name: str) -> str:
@@ -41,6 +51,23 @@ def safe_key(student: str) -> str:
     return key[:120]
 
 
+def _mtime(path: Path) -> str:
+    return datetime.fromtimestamp(int(path.stat().st_mtime), timezone.utc).isoformat()
+
+
+def zip_time(member: zipfile.ZipInfo) -> str:
+    """When a zip entry was written: the extended-timestamp extra field's UTC time when present (Info-ZIP, most
+    LMS exports), else the entry's DOS date and time, which carries no zone (ISO 8601 without an offset)."""
+    extra = member.extra
+    while len(extra) >= 4:
+        tag, size = struct.unpack("<HH", extra[:4])
+        body = extra[4:4 + size]
+        if tag == 0x5455 and len(body) >= 5 and body[0] & 1:  # "UT", flags bit 0: the modification time follows
+            return datetime.fromtimestamp(struct.unpack("<i", body[1:5])[0], timezone.utc).isoformat()
+        extra = extra[4 + size:]
+    return datetime(*member.date_time).isoformat()
+
+
 def _choose(student: str, notebooks: list[Path], lab_name: str) -> Submission:
     visible = sorted(p for p in notebooks if not p.name.startswith(".") and ".ipynb_checkpoints" not in p.parts)
     matching = [p for p in visible if p.stem.startswith(lab_name)] or visible
@@ -49,7 +76,7 @@ def _choose(student: str, notebooks: list[Path], lab_name: str) -> Submission:
     if len(matching) > 1:
         names = ", ".join(readable(p.name) for p in matching)
         return Submission(student, safe_key(student), problem=f"ambiguous: {len(matching)} notebooks ({names})")
-    return Submission(student, safe_key(student), matching[0])
+    return Submission(student, safe_key(student), matching[0], submitted=_mtime(matching[0]))
 
 
 def from_folders(root: Path, lab_name: str) -> list[Submission]:
@@ -76,14 +103,15 @@ def from_pattern(root: Path, pattern: str, lab_name: str) -> list[Submission]:
             for student, paths in sorted(groups.items())]
 
 
-def _lms_student(relative: str) -> tuple[str, str] | None:
-    """(student id, file name) from an LMS export path, or None when it follows neither convention."""
+def _lms_student(relative: str) -> tuple[str, str, str, str] | None:
+    """(student id, file name, LMS, LMS id) from an LMS export path, or None when it follows neither convention."""
     top, _, rest = relative.partition("/")
     for candidate, file_part in ((top, rest), (relative.split("/")[-1], None)):
-        for regex in (MOODLE, CANVAS):
+        for lms, regex in (("moodle", MOODLE), ("canvas", CANVAS)):
             match = regex.match(candidate)
             if match:
-                return f"{match.group('name')}_{match.group('uid')}", file_part or match.group("file")
+                return (f"{match.group('name')}_{match.group('uid')}", file_part or match.group("file"), lms,
+                        match.group("uid"))
     return None
 
 
@@ -94,6 +122,8 @@ def from_zip(archive: Path, workdir: Path, lab_name: str) -> list[Submission]:
     except zipfile.BadZipFile as exc:
         raise ValueError(f"{archive} is not a readable zip file ({exc})") from exc
     groups: dict[str, list[Path]] = {}
+    ids: dict[str, tuple[str, str]] = {}
+    times: dict[Path, str] = {}
     unknown = []
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
@@ -107,8 +137,10 @@ def from_zip(archive: Path, workdir: Path, lab_name: str) -> list[Submission]:
             if found is None:
                 unknown.append(name)
                 continue
-            student, file_name = found
+            student, file_name, lms, lms_id = found
+            ids.setdefault(student, (lms, lms_id))
             target = workdir / f"{index:05d}" / (Path(file_name).name or "submission")
+            times[target] = zip_time(member)
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(member) as src, target.open("wb") as dst:
                 dst.write(src.read())
@@ -116,8 +148,13 @@ def from_zip(archive: Path, workdir: Path, lab_name: str) -> list[Submission]:
     if not groups:
         raise ValueError(f"{archive}: no entry follows Canvas or Moodle naming "
                          f"(e.g. {', '.join(unknown[:3]) or 'it is empty'}); unzip it and use --pattern instead")
-    return [_choose(student, [p for p in paths if p.suffix == ".ipynb"], lab_name)
-            for student, paths in sorted(groups.items())]
+    found = []
+    for student, paths in sorted(groups.items()):
+        sub = _choose(student, [p for p in paths if p.suffix == ".ipynb"], lab_name)
+        sub.submitted = times.get(sub.path) if sub.path is not None else None
+        sub.lms, sub.lms_id = ids[student]
+        found.append(sub)
+    return found
 
 
 def discover(submissions: Path, lab_name: str, workdir: Path, pattern: str | None = None) -> list[Submission]:
