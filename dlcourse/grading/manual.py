@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,9 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from . import cells as C
+from . import gradebook
 from .autograde import MARKED, NEEDS_MANUAL, NOT_ATTEMPTED, Result
 from .build import read_notebook
-from .feedback import render
 
 MARKS_FILE = "manual-marks.json"
 COLUMNS = ("question", "student", "answer", "max_points", "points", "comment")
@@ -161,87 +160,38 @@ def read_sheets(sheets: list[Path | str], questions: dict[str, float],
     return marks
 
 
-def write_all(files: dict[Path, bytes]) -> None:
-    """Write every file to a temporary name first, then move each into place: an error while writing leaves the
-    old files untouched."""
-    staged = []
-    try:
-        for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            staged.append((tmp, path))
-    except OSError:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, path in staged:
-        os.replace(tmp, path)
-
-
 def merge_marks(lab: Path | str, out: Path | str, sheets: list[Path | str]) -> dict[str, int]:
     """Merge filled rubric sheets into the graded output folder ``out``; return the marks stored per question.
 
-    Marks merged earlier stay unless a sheet marks the same answer again (then the new mark wins).
+    Marks merged earlier stay unless a sheet marks the same answer again (then the new mark wins). The results, the
+    feedback pages and the gradebook (under the folder's late rule) are rewritten with the marks file and the log,
+    all staged before any is moved into place.
     """
     lab, out = Path(lab), Path(out)
     source = read_notebook(lab)
     questions = {q.grade_id: q.points for q in manual_questions(source)}
     if not questions:
         raise ValueError(f"{lab} has no manually graded answers: nothing to merge")
-    results: dict[str, Result] = {}
-    keys: dict[str, str] = {}
-    for path in sorted((out / "results").glob("*.json")):
-        try:
-            result = Result.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MarksError(f"{path} is unreadable ({type(exc).__name__}); grade again before merging") from None
-        results[result.student], keys[result.student] = result, path.stem
-    if not results:
+    roster, stored = gradebook.read(out)
+    if not stored:
         raise FileNotFoundError(f"no graded results in {out / 'results'}: run `dlcourse grade` into {out} first")
-    graded_lab = _graded_lab(out)
-    if graded_lab not in (None, lab.stem):
-        raise MarksError(f"{out} holds the grades of {graded_lab}, not {lab.stem}: give the lab it was graded with")
-    new = read_sheets(sheets, questions, results)
+    if roster.lab != lab.stem:
+        raise MarksError(f"{out} holds the grades of {roster.lab}, not {lab.stem}: give the lab it was graded with")
+    new = read_sheets(sheets, questions, {r.student: r for r in stored.values()})
     marks = load_marks(out)
     for gid, per in new.items():
         marks.setdefault(gid, {}).update(per)
-    files: dict[Path, bytes] = {out / MARKS_FILE: json.dumps({"lab": lab.stem, "marks": {
+    files = {MARKS_FILE: json.dumps({"lab": lab.stem, "marks": {
         gid: {st: {"points": m.points, "comment": m.comment} for st, m in sorted(per.items())}
         for gid, per in sorted(marks.items())}}, indent=1, ensure_ascii=False).encode("utf-8")}
-    for student, result in results.items():
-        apply_marks(result, marks)
-        files[out / "results" / f"{keys[student]}.json"] = json.dumps(result.to_dict(), indent=1).encode()
-        files[out / "feedback" / f"{keys[student]}.html"] = render(result, lab.stem).encode()
-    from .gradebook import gradebook_files  # TODO(L): top-level once helper K's gradebook module is merged
-
-    ordered = _gradebook_order(out, results)
-    for relative, data in gradebook_files(source, lab.stem, ordered).items():
-        files[out / relative] = data
+    for key, result in stored.items():
+        files[f"results/{key}.json"] = gradebook.result_bytes(apply_marks(result, marks))
+    files.update(gradebook.derived_files(roster, stored))
     log = out / "grading.log"
     history = log.read_bytes() if log.exists() else b""
-    counts = {gid: sum(1 for st in per if st in results) for gid, per in new.items()}
-    files[log] = history + (f"{time.strftime('%Y-%m-%d %H:%M:%S')} manual marks merged from "
-                            f"{', '.join(str(s) for s in sheets)}: "
-                            + ", ".join(f"{gid} {n}" for gid, n in counts.items()) + "\n").encode()
-    write_all(files)
+    counts = {gid: len(per) for gid, per in new.items()}
+    files["grading.log"] = history + (f"{time.strftime('%Y-%m-%d %H:%M:%S')} manual marks merged from "
+                                      f"{', '.join(str(s) for s in sheets)}: "
+                                      + ", ".join(f"{gid} {n}" for gid, n in counts.items()) + "\n").encode()
+    gradebook.write_files(out, files)
     return counts
-
-
-def _graded_lab(out: Path) -> str | None:
-    """The lab named in ``out/grades.json`` (None when there is none to read)."""
-    try:
-        return str(json.loads((out / "grades.json").read_text(encoding="utf-8"))["lab"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _gradebook_order(out: Path, results: dict[str, Result]) -> list[Result]:
-    """The results in the gradebook's existing order (grades.json), students it does not list at the end."""
-    order: list[str] = []
-    try:
-        order = [s["student"] for s in json.loads((out / "grades.json").read_text(encoding="utf-8"))["students"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    rank = {student: i for i, student in enumerate(order)}
-    return sorted(results.values(), key=lambda r: (rank.get(r.student, len(rank)), r.student))

@@ -18,6 +18,7 @@ from . import manual as M
 from .answers import read_answers
 from .autograde import NOT_ATTEMPTED, manual_verdict
 from .build import read_notebook
+from .gradebook import write_files
 
 EXCERPT = 200  # characters of the answer in the CSV; the HTML view has all of it
 
@@ -103,7 +104,7 @@ def export_rubric(lab: Path | str, submissions: Path | str, out: Path | str, *, 
     answers, skipped = read_answers(source, submissions, lab.stem, [q.grade_id for q in questions], pattern)
     files = {}
     for q in questions:
-        files[folder / f"{q.grade_id}.csv"] = rubric_csv(q, answers)
-        files[folder / f"{q.grade_id}.html"] = rubric_html(lab.stem, q, answers, skipped).encode("utf-8")
-    M.write_all(files)
+        files[f"{q.grade_id}.csv"] = rubric_csv(q, answers)
+        files[f"{q.grade_id}.html"] = rubric_html(lab.stem, q, answers, skipped).encode("utf-8")
+    write_files(folder, files)
     return [folder / f"{q.grade_id}.csv" for q in questions]
