@@ -18,6 +18,7 @@ from dlcourse.cli import main
 from dlcourse.grading import build
 from dlcourse.grading import cells as C
 from dlcourse.grading import manual as M
+from dlcourse.grading import rubric as R
 from dlcourse.grading.autograde import MARKED, NEEDS_MANUAL, NOT_ATTEMPTED, Result
 from dlcourse.grading.batch import grade_batch
 from dlcourse.grading.kernel import Limits
@@ -127,7 +128,7 @@ def test_autograder_leaves_manual_answers_to_a_person(graded):
 
 def test_rubric_export_writes_a_sheet_and_an_escaped_page_per_question(work):
     lab, subs, out = work
-    sheets = M.export_rubric(lab, subs, out)
+    sheets = R.export_rubric(lab, subs, out)
     assert [p.name for p in sheets] == ["why-double.csv", "describe-code.csv"]
     rows = list(csv.reader(io.StringIO(sheets[0].read_text())))
     assert rows == [list(M.COLUMNS),
@@ -142,7 +143,7 @@ def test_rubric_export_writes_a_sheet_and_an_escaped_page_per_question(work):
     assert "<li>dee: missing notebook: no .ipynb submitted</li>" in why
     sheets[0].write_text(sheets[0].read_text() + "marks in progress\n")
     with pytest.raises(FileExistsError, match="may hold your marks"):
-        M.export_rubric(lab, subs, out)
+        R.export_rubric(lab, subs, out)
     assert sheets[0].read_text().endswith("marks in progress\n")
 
 
@@ -177,7 +178,17 @@ def test_bad_sheets_are_refused_with_every_problem_and_nothing_written(work, tmp
     wrong_header = _sheet(tmp_path / "header.csv", [["why-double", "ada", "1"]], header=("question", "who", "pts"))
     with pytest.raises(M.MarksError, match=r"no column\(s\) \['student', 'points', 'comment'\]"):
         M.merge_marks(lab, out, [wrong_header])
+    other = tmp_path / "lab98_other.py"  # another lab with the same questions: not what this folder was graded with
+    other.write_text(lab.read_text())
+    with pytest.raises(M.MarksError, match="holds the grades of lab99_tiny, not lab98_other"):
+        M.merge_marks(other, out, [_sheet(tmp_path / "ok.csv", [["why-double", "ada", "", "2", "1", ""]])])
     assert _snapshot(out) == before
+    (out / M.MARKS_FILE).write_text('{"lab": "lab99_tiny", "marks": {"why-double": {"ada": {"points": "x"}}}}')
+    for attempt in (lambda: M.merge_marks(lab, out, [tmp_path / "ok.csv"]),
+                    lambda: grade_batch(lab, tmp_path / "none", out, sandbox="none", progress=False)):
+        with pytest.raises(M.MarksError, match="is not a marks file this version can read"):
+            attempt()  # a damaged record of marks stops both before anything is written
+    assert _snapshot(out) == {**before, M.MARKS_FILE: (out / M.MARKS_FILE).read_bytes()}
 
 
 def test_marks_merge_into_results_feedback_and_gradebook_and_survive_a_regrade(work, tmp_path, sandbox):

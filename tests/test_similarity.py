@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dlcourse.cli import main
 from dlcourse.grading import build
 from dlcourse.grading import cells as C
 from dlcourse.grading import similarity as S
@@ -218,3 +219,19 @@ def test_bad_threshold_or_common_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--common 0"):
         S.similarity_report(LAB01, tmp_path, tmp_path / "r.html", common=0)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_cli_writes_the_report_and_lists_pairs(tmp_path, capsys):
+    students = _class()
+    for name in ("ada", "bo", "cy"):
+        _submit(tmp_path / "subs", name, students[name])
+    out = tmp_path / "similarity.html"
+    assert main(["similarity", str(LAB01), str(tmp_path / "subs"), "--out", str(out), "--threshold", "0.1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:3] == ["  0.96  ada - cy", "  0.11  ada - bo", "  0.11  bo - cy"]
+    assert printed[3].startswith(f"3 pair(s) at or above 0.1 (of 3 sharing anything): {out}. A place to look")
+    assert "<h2 id='pair-1'>1. ada — cy: 0.96</h2>" in out.read_text()
+    assert main(["similarity", str(LAB01), str(tmp_path / "subs"), "--out", str(out), "--threshold", "5"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+    assert main(["similarity", str(LAB01), str(tmp_path / "none"), "--out", str(tmp_path / "x.html")]) == 2
+    assert "do not exist" in capsys.readouterr().err and not (tmp_path / "x.html").exists()

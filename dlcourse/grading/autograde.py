@@ -6,6 +6,10 @@ private overlay when one is given), answer cells come from the student, and cell
 they followed. Test cells report their checks (see ``checks``); the grader compares each student value with the
 reference solution's value in this process, so nothing the student's code does in the kernel can change a verdict.
 A test cell without checks scores its points when it runs without error (weaker: the kernel decides).
+A manually graded answer (nbgrader's ``grade`` and ``solution`` with ``points``) is not scored here: it is "needs
+manual grading" with 0 of its points until the instructor's mark is merged (``manual``), or "not attempted" when it
+is still the blank lab's. ``Result.total`` is always the points given so far; ``manual_pending`` the points that
+still await a mark.
 
 Used by ``dlcourse grade`` (through ``batch``) and ``dlcourse check`` (the learner's self-check).
 """
@@ -27,6 +31,7 @@ from .build import make_lab, read_notebook
 from .kernel import Limits, run
 
 PASSED, FAILED, NOT_ATTEMPTED, NOT_RUN, ERROR = "passed", "failed", "not attempted", "not run", "error"
+NEEDS_MANUAL, MARKED = "needs manual grading", "marked"  # a manually graded answer before and after its mark
 
 
 class ReferenceError(RuntimeError):
@@ -43,7 +48,8 @@ class CheckResult:
 
 @dataclass
 class CellResult:
-    """The verdict on one test cell: passed | failed | not attempted | not run | error (partial points possible)."""
+    """The verdict on one test cell: passed | failed | not attempted | not run | error (partial points possible),
+    or on a manually graded answer: needs manual grading | marked | not attempted | not run."""
 
     grade_id: str
     points: float
@@ -71,8 +77,14 @@ class Result:
     def max_points(self) -> float:
         return sum(c.max_points for c in self.cells)
 
+    @property
+    def manual_pending(self) -> float:
+        """Points of manually graded answers still waiting for the instructor's mark (not in ``total`` yet)."""
+        return sum(c.max_points for c in self.cells if c.status == NEEDS_MANUAL)
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "total": self.total, "max_points": self.max_points}
+        return {**asdict(self), "total": self.total, "max_points": self.max_points,
+                "manual_pending": self.manual_pending}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Result":
@@ -82,6 +94,7 @@ class Result:
 
 
 def graded_cells(source: NotebookNode) -> list[NotebookNode]:
+    """The cells with points: test cells and manually graded answers, in notebook order."""
     return [c for c in source.cells if C.is_graded(c)]
 
 
@@ -172,7 +185,7 @@ def for_grading(nb: NotebookNode) -> NotebookNode:
     """The assembled notebook with ``expected=`` stripped from every test cell."""
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
-        if C.is_graded(cell):
+        if C.is_test(cell):
             cell.source = strip_expected(cell.source)
     return nb
 
@@ -223,7 +236,7 @@ def _walk(executed: NotebookNode):
     test cell raised NotImplementedError."""
     unfinished = False
     for cell in executed.cells:
-        if cell.cell_type != "code":
+        if cell.cell_type != "code" or C.is_manual(cell):  # a blank manual answer says nothing about the tests
             continue
         err = _error(cell)
         if C.is_solution(cell):
@@ -281,8 +294,19 @@ def score(executed: NotebookNode, source: NotebookNode, stopped: str | None = No
                                                else "; ".join(f"{v.name}: {v.message}" for v in verdicts
                                                               if not v.passed))
         results[gid] = CellResult(gid, points, max_points, status, message, verdicts)
-    return [results.get(C.grade_id(c)) or CellResult(C.grade_id(c), 0.0, C.points(c), NOT_RUN, stopped or "not run")
-            for c in graded_cells(source)]
+    answers = {C.grade_id(c): c.get("source", "") for c in executed.cells if C.is_manual(c)}
+    return [manual_verdict(c, answers.get(C.grade_id(c), "")) if C.is_manual(c) else results.get(C.grade_id(c))
+            or CellResult(C.grade_id(c), 0.0, C.points(c), NOT_RUN, stopped or "not run") for c in graded_cells(source)]
+
+
+def manual_verdict(cell: NotebookNode, answer: str) -> CellResult:
+    """A manually graded answer before its mark: "not attempted" (0 points) when it is blank or still as handed
+    out, else "needs manual grading" (0 points until the instructor's mark is merged). Whether its code ran does
+    not matter: a person reads it."""
+    gid, max_points = C.grade_id(cell), C.points(cell)
+    if not answer.strip() or C.is_blank_answer(answer, cell):
+        return CellResult(gid, 0.0, max_points, NOT_ATTEMPTED, "no answer (the cell is as handed out): 0 points")
+    return CellResult(gid, 0.0, max_points, NEEDS_MANUAL, "marked by your instructor: 0 points until then")
 
 
 def unscored(source: NotebookNode, why: str) -> list[CellResult]:
@@ -303,7 +327,7 @@ def run_reference(source: NotebookNode, limits: Limits = Limits()) -> Reference:
     executed, stopped = run(assemble(source, source), limits, COLLECT_ENV)
     cells = score(executed, source, stopped)
     problems = [f"{c.grade_id}: {c.status}" + (f" ({c.message})" if c.message else "") for c in cells
-                if c.status != PASSED]
+                if c.status not in (PASSED, NEEDS_MANUAL)]
     if stopped:
         problems.insert(0, stopped)
     if problems:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import cells as C
-from . import integrity, reaper
+from . import integrity, manual, reaper
 from .autograde import (Reference, ReferenceError, Result, grade_notebook, graded_cells, load_source, run_reference,
                         unscored)
 from .gradebook import (CLASS_FILE, Entry, GradebookError, Roster, derived_files, feedback_page, gradebook_files,
@@ -197,6 +197,7 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
         limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
     source = load_source(lab, hidden)
     ids = [C.grade_id(c) for c in graded_cells(source)]
+    marks = manual.load_marks(out)  # the instructor's marks of manually graded answers, merged earlier
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="dlcourse-submissions-") as tmp:
         everyone = discover(submissions, lab.stem, Path(tmp), pattern)
@@ -251,7 +252,7 @@ def grade_batch(lab: Path | str, submissions: Path | str, out: Path | str, *, wo
             if sub.path is not None:
                 tampered([sub, *(job.submission for job in running)])
             result.student = sub.student
-            results[sub.key] = result
+            results[sub.key] = manual.apply_marks(result, marks)
             output.write(f"results/{sub.key}.json", result_bytes(result))
             output.write(f"feedback/{sub.key}.html", feedback_page(roster, sub.key, result))
             for name, data in gradebook_files(roster, results).items():

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from .autograde import Result
+from .autograde import NEEDS_MANUAL, Result
 from .feedback import render
 from .late import Late, LateRule, assess
 
@@ -129,7 +129,8 @@ def gradebook_files(roster: Roster, results: Mapping[str, Result]) -> dict[str, 
     writer.writerow(["student", *roster.ids, *late_columns, "total", "max", "status"])
     students = []
     for key, r in rows:
-        by_id = {c.grade_id: c.points for c in r.cells}
+        # a manually graded answer waiting for its mark is an empty cell, not 0 (see manual)
+        by_id = {c.grade_id: "" if c.status == NEEDS_MANUAL else f"{c.points:g}" for c in r.cells}
         record = r.to_dict()
         total, extra = r.total, []
         if roster.late:
@@ -141,7 +142,7 @@ def gradebook_files(roster: Roster, results: Mapping[str, Result]) -> dict[str, 
             else:
                 extra = [f"{r.total:g}", "", "", "0"]
                 record.update(late=None, final_total=r.total)
-        writer.writerow([r.student, *(f"{by_id.get(i, 0):g}" for i in roster.ids), *extra, f"{total:g}",
+        writer.writerow([r.student, *(by_id.get(i, "0") for i in roster.ids), *extra, f"{total:g}",
                          f"{r.max_points:g}", r.status])
         students.append(record)
     table = {"lab": roster.lab, "max_points": roster.max_points, "students": students}

@@ -22,7 +22,6 @@ import html
 import keyword
 import math
 import re
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,8 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from . import cells as C
-from .autograde import assemble, read_submission
+from .answers import read_answers
 from .build import read_notebook
-from .submissions import discover
 
 K = 4  # tokens per fingerprint
 BUILTIN_NAMES = frozenset(dir(builtins))
@@ -239,29 +237,7 @@ def default_common(students: int) -> int:
     return max(10, math.ceil(students / 10))
 
 
-# --------------------------------------------------------------------------------------------------- reading
-def read_answers(source: NotebookNode, submissions: Path | str, lab_name: str,
-                 pattern: str | None = None) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """Each student's answer per question (a missing cell is the starter code), and the students left out with
-    why (no notebook, unreadable notebook)."""
-    ids = {q.grade_id for q in questions_of(source)}
-    answers: dict[str, dict[str, str]] = {}
-    skipped: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="dlcourse-similarity-") as tmp:
-        for sub in discover(Path(submissions), lab_name, Path(tmp), pattern):
-            if sub.path is None:
-                skipped[sub.student] = sub.problem
-                continue
-            nb, problem = read_submission(sub.path)
-            if nb is None:
-                skipped[sub.student] = problem
-                continue
-            # the answers exactly as grading sees them (a duplicated cell counts once, a missing one is the starter)
-            answers[sub.student] = {C.grade_id(c): c.source for c in assemble(source, nb).cells
-                                    if C.grade_id(c) in ids}
-    return answers, skipped
-
-
+# ---------------------------------------------------------------------------------------------------- report
 def _lines(text: str, units: list[Unit], hits: set[int]) -> str:
     """The answer as escaped HTML, lines from units sharing a fingerprint with the other student marked."""
     marked = set()
@@ -334,7 +310,7 @@ def similarity_report(lab: Path | str, submissions: Path | str, out: Path | str,
     if not questions:
         raise ValueError(f"{lab} has no answer cells (\"solution\": true) to compare")
     keep = lab_names(source)
-    answers, skipped = read_answers(source, submissions, lab.stem, pattern)
+    answers, skipped = read_answers(source, submissions, lab.stem, [q.grade_id for q in questions], pattern)
     common = default_common(len(answers)) if common is None else common
     pairs, prints = compare(answers, questions, keep, common=common)
     out = Path(out)
