@@ -201,7 +201,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .grading.export import export
 
-    data = export(args.out, args.format, args.assignment)
+    data = export(args.out, args.format, args.assignment, allow_pending=args.allow_pending)
     if args.output:
         Path(args.output).write_bytes(data)
         print(f"wrote {args.output} ({args.format}, {len(data.splitlines()) - 1} student(s))")
@@ -414,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assignment", help="canvas: the assignment column's header, 'NAME (ID)' for an existing "
                                         "assignment (default: the lab's name, which creates a new assignment)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
+    p.add_argument("--allow-pending", action="store_true", help="export even while manually graded answers await "
+                                                                 "a mark (they count 0)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("rubric", help="manually graded answers: export a rubric sheet per question, merge the "

@@ -177,6 +177,17 @@ display(slider)
 #   which also runs tests you have not seen.
 # - Your environment runs PyTorch, loads both datasets offline, draws figures and shows widgets.
 
+# %% [markdown]
+# ## Your progress
+# Every lab, from your own notebooks: not started, in progress (with the visible points you have) or passing its
+# visible tests, and what to do next. It runs the same checks as `dlcourse check`, only for labs you changed
+# since the last time; run this cell again whenever you like, or `make progress` in a terminal.
+
+# %%
+import dlcourse.progress
+
+dlcourse.progress.show()
+
 # %%
 print(f"This notebook ran in {time.perf_counter() - t_start:.1f} s at scale {cfg.scale!r} (after the setup cell).")
 

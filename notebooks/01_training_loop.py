@@ -278,7 +278,7 @@ fig
 
 # %%
 train_loader, val_loader, test_loader = splits.loaders(batch_size=batch_size, seed=cfg.seed)
-progress = cfg.pick(smoke=False, small=True, full=True)
+progress = True  # the bar under this cell: one step per batch, the latest epoch's metrics on the right
 
 torch.manual_seed(cfg.seed)
 model = nn.Linear(64, 10).to(device)
@@ -422,14 +422,12 @@ def show_lr(lr: float) -> None:
 assert lr_curve(1e-3)[-1] > 2.2 and lr_curve(1.0)[-1] < 0.6
 
 # %% [markdown]
-# Drag the slider: the model retrains when you release it. The cell also draws the curve for the default `lr`
-# below the widget, so the notebook shows one even where widgets cannot run (a static render, CI).
+# Drag the slider: the model retrains when you release it, and the plot under the slider follows.
 
 # %%
 lr_slider = widgets.FloatLogSlider(value=1.0, base=10, min=-3, max=2, step=0.1, description="lr",
                                    continuous_update=False)
 display(widgets.interactive(show_lr, lr=lr_slider))
-show_lr(lr_slider.value)
 
 # %% [markdown]
 # ## Summary

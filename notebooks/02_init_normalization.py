@@ -256,8 +256,7 @@ assert ratio["PyTorch default"][1] < 1e-3, "default init: the gradient at layer 
 # $1/n_\text{in}$-like scale is the one that holds small signals steady; the signal still shrinks slowly
 # because tanh squashes larger values. He's larger weights push more units towards the flat ends of tanh. With
 # σ = 1 almost every unit saturates: the forward signal is stuck near ±1 and cannot grow, but the gradient
-# still explodes on its way back. Change the activation and the depth below. The cell also draws the tanh
-# picture once, so there is a figure even without a running widget frontend.
+# still explodes on its way back. Change the activation and the depth below; the plot follows.
 
 # %%
 def show_signal(activation: str, depth: int) -> dict:
@@ -270,8 +269,9 @@ def show_signal(activation: str, depth: int) -> dict:
 activation_picker = widgets.ToggleButtons(options=["relu", "tanh"], value="tanh", description="activation")
 depth_slider = widgets.IntSlider(value=30, min=2, max=100, step=1, description="depth",
                                  continuous_update=False)
-display(widgets.interactive(show_signal, activation=activation_picker, depth=depth_slider))
-tanh_stats = show_signal(activation_picker.value, depth_slider.value)
+signal_explorer = widgets.interactive(show_signal, activation=activation_picker, depth=depth_slider)
+display(signal_explorer)
+tanh_stats = signal_explorer.result  # the measurements behind the plot shown first (tanh, depth 30)
 tanh_forward = tanh_stats["Xavier"][0]
 tanh_backward = tanh_stats["normal σ=1"][1]
 assert 0.05 < tanh_forward[-1] / tanh_forward[0] <= 1, "Xavier + tanh: a slow decay, not an exponential one"

@@ -811,8 +811,7 @@ def show_kernel(kernel) -> None:
 
 
 # %% [markdown]
-# Choosing a preset fills the nine sliders; moving a slider updates the output. The cell also shows the result
-# of the default preset below the widget, so a figure exists where widgets cannot run (a static render, CI).
+# Choosing a preset fills the nine sliders; moving a slider updates the output.
 
 # %%
 preset_picker = widgets.Dropdown(options=list(PRESETS), value="edges (Laplacian)", description="preset")
@@ -832,7 +831,6 @@ output = widgets.interactive_output(lambda **w: show_kernel([w[f"w{i}"] for i in
                                     {f"w{i}": slider for i, slider in enumerate(sliders)})
 display(widgets.VBox([preset_picker, widgets.GridBox(sliders, layout=widgets.Layout(
     grid_template_columns="repeat(3, 270px)")), output]))
-show_kernel(PRESETS[preset_picker.value])
 
 # %% [markdown]
 # ## Summary

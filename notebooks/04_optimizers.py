@@ -548,7 +548,6 @@ explorer = widgets.interactive(
                                 continuous_update=False),
 )
 display(explorer)
-show_trajectories("rosenbrock", ("SGD", "momentum", "Adam"), 1.0, 300)   # a figure even without a frontend
 
 # %% [markdown]
 # ## 6. Finding a learning rate: the LR range test

@@ -20,6 +20,7 @@ from dlcourse.grading import cells as C
 from dlcourse.grading import manual as M
 from dlcourse.grading import rubric as R
 from dlcourse.grading.autograde import MARKED, NEEDS_MANUAL, NOT_ATTEMPTED, Result
+from dlcourse.grading.export import ExportError, export
 from dlcourse.grading.batch import grade_batch
 from dlcourse.grading.kernel import Limits
 from dlcourse.grading.lint import lint_notebook
@@ -193,6 +194,9 @@ def test_bad_sheets_are_refused_with_every_problem_and_nothing_written(work, tmp
 
 def test_marks_merge_into_results_feedback_and_gradebook_and_survive_a_regrade(work, tmp_path, sandbox):
     lab, subs, out = work
+    with pytest.raises(ExportError, match=r"2 student\(s\) have manually graded answers without a mark \(ada, cy\)"):
+        export(out, "csv")  # unmarked answers would reach the LMS as 0
+    assert export(out, "csv", allow_pending=True).decode().splitlines()[1] == "ada,6,11"
     first = _sheet(tmp_path / "why.csv", [["why-double", "ada", "", "2", "1,5", "Right idea; say why."],
                                           ["why-double", "cy", "", "2", "2", "<b>good</b>"],
                                           ["why-double", "bo", "(blank)", "2", "", ""]])

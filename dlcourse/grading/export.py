@@ -35,9 +35,16 @@ def _name(entry: Entry) -> str:
     return entry.student[:-len(suffix)] if entry.lms_id and entry.student.endswith(suffix) else entry.student
 
 
-def rows(out: Path | str) -> list[tuple[Entry, float, float]]:
-    """(entry, final score, max points) for every graded student, in class order."""
+def rows(out: Path | str, *, allow_pending: bool = False) -> list[tuple[Entry, float, float]]:
+    """(entry, final score, max points) for every graded student, in class order. Refuses while manually graded
+    answers await a mark (their points would reach the LMS as 0) unless ``allow_pending``."""
     roster, results = read(out)
+    pending = [r.student for r in results.values() if r.manual_pending > 0]
+    if pending and not allow_pending:
+        raise ExportError(f"{len(pending)} student(s) have manually graded answers without a mark "
+                          f"({', '.join(sorted(pending)[:5])}{' ...' if len(pending) > 5 else ''}): merge the marks "
+                          f"first (`dlcourse rubric merge`), or pass --allow-pending to export the points given so "
+                          f"far")
     found = []
     for entry in roster.students:
         result = results.get(entry.key)
@@ -50,11 +57,11 @@ def rows(out: Path | str) -> list[tuple[Entry, float, float]]:
     return found
 
 
-def export(out: Path | str, fmt: str, assignment: str | None = None) -> bytes:
+def export(out: Path | str, fmt: str, assignment: str | None = None, *, allow_pending: bool = False) -> bytes:
     """The grade file of the graded folder ``out`` in format ``fmt`` (canvas, moodle or csv)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    table = rows(out)
+    table = rows(out, allow_pending=allow_pending)
     if fmt in ("canvas", "moodle"):
         foreign = [e.student for e, _, _ in table if e.lms != fmt or not e.lms_id]
         if foreign:
