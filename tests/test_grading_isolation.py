@@ -13,7 +13,7 @@ import psutil
 import pytest
 from test_grading_adversarial import IDENTITY_DOUBLE, TINY, answered, daemon_cell, daemons_alive, extra_cell, text
 
-from dlcourse.grading import integrity, reaper, sandbox
+from dlcourse.grading import integrity, sandbox
 from dlcourse.grading.batch import grade_batch
 from dlcourse.grading.kernel import Limits, run
 

@@ -5,7 +5,6 @@ full marks, the generated lab scores 0, and plausible wrong answers score exactl
 One small class per lab, so pytest-xdist (``--dist loadscope``) spreads the labs over its workers.
 """
 
-import copy
 import functools
 import importlib.util
 from pathlib import Path
