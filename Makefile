@@ -34,8 +34,10 @@ $(BIN)/python:
 # and let pip show what it downloads and installs.
 INSTALL_NOTE = $(PYTHON) -c 'import json; d = json.load(open("benchmarks/first_install.json")); \
 	m, c, g = round(d["seconds"] / 60), d["cores"], d["venv_mb"] / 1024; \
-	print(f"   A first install took about {m} min on a {c}-core machine ({g:.1f} GB into .venv, measured by \
-	benchmarks/first_install.sh); a slow connection takes longer. pip shows its progress below.")' 2>/dev/null || true
+	local = " with PyTorch'"'"'s wheels already on disk" if d.get("local_wheels") else ""; \
+	print(f"   A first install took about {m} min on a {c}-core machine{local} ({g:.1f} GB into .venv; \
+	benchmarks/first_install.sh measures it). Downloading PyTorch (GBs) adds what your connection needs. \
+	pip shows its progress below.")' 2>/dev/null || true
 KERNEL = $(BIN)/python -m ipykernel install --sys-prefix --name dlcourse --display-name "Python (dlcourse)"
 
 $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python

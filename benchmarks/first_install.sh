@@ -36,7 +36,7 @@ time_lab() {
 }
 
 start=$(date +%s)
-make -C "$work/course" .venv/.installed-lab
+make -C "$work/course" .venv/.installed-lab 2>&1 | tee "$work/install.log"
 install=$(( $(date +%s) - start ))
 time_lab
 first_start=$took
@@ -44,6 +44,9 @@ time_lab
 second=$took
 size=$(du -sm "$work/course/.venv" | cut -f1)
 cores=$(nproc)
+# wheels pip read from a local folder or mirror (Processing /...) and those it downloaded
+local_wheels=$(grep -c '^Processing /' "$work/install.log" || true)
+downloaded=$(grep -c 'Downloading ' "$work/install.log" || true)
 cat > benchmarks/first_install.json <<JSON
 {
   "seconds": $install,
@@ -52,9 +55,12 @@ cat > benchmarks/first_install.json <<JSON
   "venv_mb": $size,
   "cores": $cores,
   "pip_cache_mb_before": $cache_mb,
+  "local_wheels": ${local_wheels:-0},
+  "downloaded_wheels": ${downloaded:-0},
   "python": "$(python3 --version 2>&1 | cut -d' ' -f2)",
   "measured": "$(date -u +%Y-%m-%d)"
 }
 JSON
 echo "install ${install} s; first make lab answered after $((install + first_start)) s, the second after ${second} s;" \
-     ".venv ${size} MB, ${cores} cores, pip cache ${cache_mb} MB before"
+     ".venv ${size} MB, ${cores} cores, pip cache ${cache_mb} MB before;" \
+     "${local_wheels:-0} wheels from local disk, ${downloaded:-0} downloaded"

@@ -2,76 +2,11 @@
 and save one through the server as JupyterLab's autosave does; the course's own files stay untouched."""
 
 import json
-import os
-import socket
-import subprocess
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from labserver import ROOT, api, git_status, start_lab, stop
 
-from dlcourse.cli import lab_command
 from dlcourse.workspace import fill
-
-ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "dlcourse-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def git_status(root: Path = ROOT) -> str | None:
-    """``git status --porcelain`` of the course (None outside a git checkout, e.g. an unpacked release)."""
-    try:
-        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=root,
-                              capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def start_lab(workspace: Path, runtime: Path) -> tuple[subprocess.Popen, str]:
-    """JupyterLab as `make lab` starts it (plus a token and a loopback address), serving ``workspace``; returns the
-    process and the base URL once the server answers (the log goes to ``runtime/server.log``)."""
-    port = free_port()
-    command = lab_command(workspace, port, open_browser=False) + [f"--IdentityProvider.token={TOKEN}",
-                                                                  "--ServerApp.ip=127.0.0.1"]
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(runtime / "config")}
-    log = open(runtime / "server.log", "wb")
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workspace)
-    log.close()
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"JupyterLab exited: {(runtime / 'server.log').read_text(errors='replace')}")
-        try:
-            api(url, "/api/status")
-            return server, url
-        except OSError:
-            time.sleep(0.3)
-    stop(server)
-    raise AssertionError("JupyterLab did not answer within 90 s")
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-
-
-def api(url: str, path: str, method: str = "GET", body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url + path, data=data, method=method,
-                                     headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
 
 
 def test_jupyterlab_serves_the_workspace_and_saving_never_touches_the_course(tmp_path):
