@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -55,6 +56,12 @@ def lab_command(workspace: Path, port: int, open_browser: bool) -> list[str]:
     command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={workspace}", f"--port={port}",
                "--ServerApp.port_retries=0", "--ServerApp.jpserver_extensions=jupyterlab_jupytext=False",
                "--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb"]
+    if os.name != "nt":
+        # the learner's shell, not a login shell (which jupyter_server_terminals starts when make lab's output is not
+        # a terminal, and whose /etc/profile resets PATH): a JupyterLab terminal then finds `dlcourse` (see
+        # lab_environment)
+        shell = os.environ.get("SHELL") or shutil.which("sh") or "/bin/sh"
+        command.append(f"--ServerApp.terminado_settings=shell_command={[shell]!r}")
     if not open_browser:
         command.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:

@@ -2,11 +2,37 @@
 and save one through the server as JupyterLab's autosave does; the course's own files stay untouched."""
 
 import json
+import os
+import sys
+import time
+from pathlib import Path
 
 import pytest
-from labserver import ROOT, api, git_status, start_lab, stop
+from labserver import ROOT, TOKEN, api, git_status, start_lab, stop
 
+from dlcourse.cli import lab_environment
 from dlcourse.workspace import fill
+
+
+def terminal(url: str, line: str, until: str, timeout: float = 30) -> str:
+    """Type ``line`` into a new JupyterLab terminal; its output up to the first that contains ``until``."""
+    import websocket  # websocket-client, a dependency of jupyter_server
+
+    name = api(url, "/api/terminals", "POST", {})["name"]
+    ws = websocket.create_connection(f"{url.replace('http', 'ws', 1)}/terminals/websocket/{name}?token={TOKEN}",
+                                     timeout=5)
+    try:
+        ws.send(json.dumps(["stdin", line + "\r"]))
+        out, deadline = "", time.monotonic() + timeout
+        while until not in out and time.monotonic() < deadline:
+            try:
+                kind, *data = json.loads(ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            out += data[0] if kind == "stdout" else ""
+        return out
+    finally:
+        ws.close()
 
 
 def test_jupyterlab_serves_the_workspace_and_saving_never_touches_the_course(tmp_path):
@@ -15,7 +41,9 @@ def test_jupyterlab_serves_the_workspace_and_saving_never_touches_the_course(tmp
     runtime.mkdir()
     fill(ROOT, workspace)
     before = git_status()
-    server, url = start_lab(workspace, runtime)
+    # PATH as `dlcourse lab` sets it for a learner who never activated .venv
+    path = lab_environment({"PATH": os.pathsep.join(["/usr/bin", "/bin"])})["PATH"]
+    server, url = start_lab(workspace, runtime, PATH=path)
     try:
         listing = api(url, "/api/contents/notebooks")
         names = {item["name"] for item in listing["content"]}
@@ -38,6 +66,9 @@ def test_jupyterlab_serves_the_workspace_and_saving_never_touches_the_course(tmp
         assert "jupytext" not in saved["metadata"]
         assert sorted(p.name for p in (workspace / "labs").iterdir() if not p.name.startswith(".")) == sorted(
             p.name for p in (ROOT / "labs").glob("*.ipynb"))  # no .py written next to it
+        if os.name != "nt":  # a JupyterLab terminal starts in the workspace and finds this environment's dlcourse
+            out = terminal(url, "echo \"[$PWD] [$(command -v dlcourse)]\"", until="/dlcourse]")
+            assert f"[{workspace}] [{Path(sys.executable).parent / 'dlcourse'}]" in out, out
     finally:
         stop(server)
     log = (runtime / "server.log").read_text(errors="replace")
