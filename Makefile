@@ -26,19 +26,36 @@ help:
 	@echo "make bench  - run the benchmark scripts and print their tables"
 
 $(BIN)/python:
+	@echo "== Creating $(VENV) with $(PYTHON) (first run only)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
 
 # One stamp per set of extras; each depends on pyproject.toml, so editing dependencies reinstalls.
+# The first install is long (PyTorch alone is GBs): say so, with the time measured by benchmarks/first_install.sh,
+# and let pip show what it downloads and installs.
+INSTALL_NOTE = $(PYTHON) -c 'import json; d = json.load(open("benchmarks/first_install.json")); \
+	m, c, g = round(d["seconds"] / 60), d["cores"], d["venv_mb"] / 1024; \
+	local = " with PyTorch'"'"'s wheels already on disk" if d.get("local_wheels") else ""; \
+	print(f"   A first install took about {m} min on a {c}-core machine{local} ({g:.1f} GB into .venv; \
+	benchmarks/first_install.sh measures it). Downloading PyTorch (GBs) adds what your connection needs. \
+	pip shows its progress below.")' 2>/dev/null || true
+KERNEL = $(BIN)/python -m ipykernel install --sys-prefix --name dlcourse --display-name "Python (dlcourse)"
+
 $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[lab]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name dlcourse --display-name "Python (dlcourse)" >/dev/null
-	touch $@
+	@echo "== Installing PyTorch, JupyterLab and the course package into $(VENV) - again only when pyproject.toml changes"
+	@$(INSTALL_NOTE)
+	@start=$$(date +%s) && $(BIN)/python -m pip install -e ".[lab]" && \
+		echo "== Installed in $$(( $$(date +%s) - start )) s; registering the \"Python (dlcourse)\" kernel"
+	@$(KERNEL) >/dev/null
+	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[lab,test]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name dlcourse --display-name "Python (dlcourse)" >/dev/null
-	touch $@ $(VENV)/.installed-lab
+	@echo "== Installing the course with its lab and test extras into $(VENV) - again only when pyproject.toml changes"
+	@$(INSTALL_NOTE)
+	@start=$$(date +%s) && $(BIN)/python -m pip install -e ".[lab,test]" && \
+		echo "== Installed in $$(( $$(date +%s) - start )) s; registering the \"Python (dlcourse)\" kernel"
+	@$(KERNEL) >/dev/null
+	@touch $@ $(VENV)/.installed-lab
 
 lab: $(VENV)/.installed-lab
 	$(BIN)/dlcourse lab --port $(PORT)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -46,10 +47,21 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def lab_command(root: Path, port: int, open_browser: bool) -> list[str]:
-    """The JupyterLab command line ``make lab`` runs (tests start the same one)."""
-    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}", f"--port={port}",
-               "--ServerApp.port_retries=0", "--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb"]
+def lab_command(workspace: Path, port: int, open_browser: bool) -> list[str]:
+    """The JupyterLab command line ``make lab`` runs (tests start the same one), serving ``workspace``.
+
+    Jupytext's server extension is switched off: in the workspace a notebook is only its ``.ipynb`` (no paired
+    ``.py`` is read or written, so no extra header cell appears and the file browser lists each notebook once).
+    """
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={workspace}", f"--port={port}",
+               "--ServerApp.port_retries=0", "--ServerApp.jpserver_extensions=jupyterlab_jupytext=False",
+               "--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb"]
+    if os.name != "nt":
+        # the learner's shell, not a login shell (which jupyter_server_terminals starts when make lab's output is not
+        # a terminal, and whose /etc/profile resets PATH): a JupyterLab terminal then finds `dlcourse` (see
+        # lab_environment)
+        shell = os.environ.get("SHELL") or shutil.which("sh") or "/bin/sh"
+        command.append(f"--ServerApp.terminado_settings=shell_command={[shell]!r}")
     if not open_browser:
         command.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -57,16 +69,31 @@ def lab_command(root: Path, port: int, open_browser: bool) -> list[str]:
     return command
 
 
+def lab_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment JupyterLab runs in: this Python's scripts folder first on PATH, so that ``dlcourse check
+    labs/...`` typed in a JupyterLab terminal finds the course's ``dlcourse`` without activating ``.venv``."""
+    env = dict(os.environ if environ is None else environ)
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([scripts, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts]])
+    return env
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from .grading.build import sync
+    from .workspace import describe, fill
 
     root = course_root()
     report = sync(root, missing_only=True)
     for path in report.written:
         print(f"generated {_rel(path, root)}")
-    command = lab_command(root, args.port, not args.no_browser)
-    print("starting JupyterLab:", " ".join(command[1:]))
-    os.execv(command[0], command)
+    workspace = Path(args.workspace).resolve() if args.workspace else root / "workspace"
+    filled = fill(root, workspace)
+    for line in describe(filled, _rel(workspace, root)):
+        print(line)
+    print(f"your work lives in {_rel(workspace, root)}/ (git ignores it; `git pull` never touches it)")
+    command = lab_command(workspace, args.port, not args.no_browser)
+    print("starting JupyterLab:", " ".join(command[1:]), flush=True)
+    os.execve(command[0], command, lab_environment())
     return 0  # not reached
 
 
@@ -345,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("env", help="print the environment report").set_defaults(func=cmd_env)
 
-    p = sub.add_parser("lab", help="generate missing notebooks and open the course in JupyterLab")
+    p = sub.add_parser("lab", help="copy new notebooks into your workspace and open it in JupyterLab")
     p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--workspace", help="the folder you work in (default: workspace/ in the course folder)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.set_defaults(func=cmd_lab)
 

@@ -1,55 +1,77 @@
-"""`make lab` serves the course: start JupyterLab exactly as `dlcourse lab` does and list the notebooks."""
+"""`make lab` serves the learner's workspace: start JupyterLab exactly as `dlcourse lab` does, list the notebooks,
+and save one through the server as JupyterLab's autosave does; the course's own files stay untouched."""
 
 import json
 import os
-import socket
-import subprocess
+import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from labserver import ROOT, TOKEN, api, git_status, start_lab, stop
 
-from dlcourse.cli import lab_command
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from dlcourse.cli import lab_environment
+from dlcourse.workspace import fill
 
 
-def test_jupyterlab_lists_the_course_notebooks(tmp_path):
-    pytest.importorskip("jupyterlab", reason="JupyterLab is in the `lab` extra, not installed here (a GPU box)")
-    port, token = _free_port(), "dlcourse-test-token"
-    command = lab_command(ROOT, port, open_browser=False) + [f"--IdentityProvider.token={token}",
-                                                             "--ServerApp.ip=127.0.0.1"]
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
-    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def terminal(url: str, line: str, until: str, timeout: float = 30) -> str:
+    """Type ``line`` into a new JupyterLab terminal; its output up to the first that contains ``until``."""
+    import websocket  # websocket-client, a dependency of jupyter_server
+
+    name = api(url, "/api/terminals", "POST", {})["name"]
+    ws = websocket.create_connection(f"{url.replace('http', 'ws', 1)}/terminals/websocket/{name}?token={TOKEN}",
+                                     timeout=5)
     try:
-        listing, deadline = None, time.monotonic() + 90
-        while listing is None and time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise AssertionError(f"JupyterLab exited: {server.stdout.read().decode(errors='replace')}")
+        ws.send(json.dumps(["stdin", line + "\r"]))
+        out, deadline = "", time.monotonic() + timeout
+        while until not in out and time.monotonic() < deadline:
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/api/contents/notebooks",
-                                                 headers={"Authorization": f"token {token}"})
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    listing = json.load(response)
-            except OSError:
-                time.sleep(0.5)
-        assert listing is not None, "JupyterLab did not answer within 90 s"
-        names = {item["name"] for item in listing["content"]}
-        expected = {p.with_suffix(".ipynb").name for p in (ROOT / "notebooks").glob("*.py")}
-        assert expected and expected <= names
-        with urllib.request.urlopen(urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/kernelspecs", headers={"Authorization": f"token {token}"})) as r:
-            assert "dlcourse" in json.load(r)["kernelspecs"], "the dlcourse kernel is not registered"
+                kind, *data = json.loads(ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            out += data[0] if kind == "stdout" else ""
+        return out
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        ws.close()
+
+
+def test_jupyterlab_serves_the_workspace_and_saving_never_touches_the_course(tmp_path):
+    pytest.importorskip("jupyterlab", reason="JupyterLab is in the `lab` extra, not installed here (a GPU box)")
+    workspace, runtime = tmp_path / "workspace", tmp_path / "runtime"
+    runtime.mkdir()
+    fill(ROOT, workspace)
+    before = git_status()
+    # PATH as `dlcourse lab` sets it for a learner who never activated .venv
+    path = lab_environment({"PATH": os.pathsep.join(["/usr/bin", "/bin"])})["PATH"]
+    server, url = start_lab(workspace, runtime, PATH=path)
+    try:
+        listing = api(url, "/api/contents/notebooks")
+        names = {item["name"] for item in listing["content"]}
+        # each notebook once, as its .ipynb: no jupytext .py twin in the file browser
+        assert names == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+        assert "dlcourse" in api(url, "/api/kernelspecs")["kernelspecs"], "the dlcourse kernel is not registered"
+        # what JupyterLab shows is the .ipynb on disk, cell for cell (no header cell from a paired .py)
+        path = "labs/lab01_training_loop.ipynb"
+        model = api(url, f"/api/contents/{path}")
+        on_disk = json.loads((ROOT / path).read_text())
+        assert len(model["content"]["cells"]) == len(on_disk["cells"])
+        assert "Generated by" not in model["content"]["cells"][0]["source"]
+        # a save (as autosave does after the kernel adds its metadata) writes only the workspace copy
+        content = model["content"]
+        content["metadata"]["language_info"] = {"name": "python", "version": "3"}
+        content["cells"][0]["source"] += "\n\nmy note"
+        api(url, f"/api/contents/{path}", "PUT", {"type": "notebook", "format": "json", "content": content})
+        saved = json.loads((workspace / path).read_text())
+        assert "".join(saved["cells"][0]["source"]).endswith("my note")
+        assert "jupytext" not in saved["metadata"]
+        assert sorted(p.name for p in (workspace / "labs").iterdir() if not p.name.startswith(".")) == sorted(
+            p.name for p in (ROOT / "labs").glob("*.ipynb"))  # no .py written next to it
+        if os.name != "nt":  # a JupyterLab terminal starts in the workspace and finds this environment's dlcourse
+            out = terminal(url, "echo \"[$PWD] [$(command -v dlcourse)]\"", until="/dlcourse]")
+            assert f"[{workspace}] [{Path(sys.executable).parent / 'dlcourse'}]" in out, out
+    finally:
+        stop(server)
+    log = (runtime / "server.log").read_text(errors="replace")
+    assert "jupyterlab_jupytext | extension was successfully loaded" not in log, "jupytext pairing is on"
+    if before is not None:
+        assert git_status() == before, "saving in the workspace changed the course's files"
