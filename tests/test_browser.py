@@ -119,26 +119,24 @@ def test_a_learner_runs_notebooks_00_and_01_and_lab_01_in_jupyterlab(tmp_path):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, headless=True)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            try:
-                # notebook 00: runs clean, draws figures as images, shows a real slider
-                rel = "notebooks/00_welcome.ipynb"
+            def run_clean(rel: str):
+                """Open ``rel`` in the workspace, Run All, save, assert no error output; the visible panel."""
                 open_notebook(page, url, workspace, rel)
                 run_all(page)
                 saved = save(page, workspace / rel)
                 assert errors_in(saved) == [], f"{rel}: {errors_in(saved)}"
-                panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+                return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+
+            try:
+                # notebook 00: runs clean, draws figures as images, shows a real slider
+                panel = run_clean("notebooks/00_welcome.ipynb")
                 assert panel.locator(".jp-OutputArea-output img").count() >= 2, "figures are not shown as images"
                 assert panel.locator(".widget-slider").count() >= 1, "the slider is not rendered as a widget"
                 outputs = " ".join(panel.locator(".jp-OutputArea").all_inner_texts())
                 assert "IntSlider(" not in outputs, "a widget shows as its text repr"
 
                 # notebook 01: runs clean; moving the learning-rate explorer's slider redraws its plot
-                rel = "notebooks/01_training_loop.ipynb"
-                open_notebook(page, url, workspace, rel)
-                run_all(page)
-                saved = save(page, workspace / rel)
-                assert errors_in(saved) == [], f"{rel}: {errors_in(saved)}"
-                panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+                panel = run_clean("notebooks/01_training_loop.ipynb")
                 explorer = panel.locator(".jp-Cell", has=page.locator(".widget-slider")).first
                 explorer.scroll_into_view_if_needed()
                 images = explorer.locator(".jp-OutputArea-output img")
