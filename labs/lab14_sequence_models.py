@@ -40,7 +40,7 @@ import sys
 
 if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "dlcourse @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
 
 import itertools
 
@@ -338,7 +338,7 @@ for _setup in [("rnn", 256, 256, 1, False), ("gru", 256, 256, 1, False), ("lstm"
         _yours = f"{recurrent_params(*_setup):,}"
     except Exception:                                    # not written yet, or failing
         _yours = "-"
-    print(f"{str(_setup):>32} | {_measured_params(*_setup):>10,} | {_yours:>10}")
+    print(f"{_setup!s:>32} | {_measured_params(*_setup):>10,} | {_yours:>10}")
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "summary", "locked": true, "schema_version": 3, "solution": false} editable=false deletable=false
 # ## Summary
