@@ -359,6 +359,7 @@ for b, (out_b, h_b) in enumerate(alone):
     assert torch.allclose(packed_out[b, :n], out_b[0], atol=1e-6) and torch.allclose(packed_h[:, b], h_b[:, 0],
                                                                                      atol=1e-6)
     assert (packed_out[b, n:] == 0).all()                              # padding positions come back as zeros
+    assert torch.allclose(naive_out[b, :n, :6], out_b[0, :, :6], atol=1e-6)   # forward half: padding comes later
     naive_worst = max(naive_worst, (naive_out[b, :n] - out_b[0]).abs().max().item(),
                       (naive_h[:, b] - h_b[:, 0]).abs().max().item())
 print(f"packed: every sequence as if alone (to 1e-6); unpacked: off by up to {naive_worst:.2f}")
@@ -529,7 +530,7 @@ assert torch.allclose(context_, reference, atol=1e-5) and (weights_[~mask_] == 0
 # per-character accuracy under teacher forcing, and whole dates right when running free.
 
 # %%
-date_steps = cfg.pick(smoke=80, small=1500, full=3000)
+date_steps = cfg.pick(smoke=80, small=600, full=3000)
 date_batch = cfg.pick(smoke=32, small=64, full=256)
 src_train, len_train, tgt_train = (t.to(device) for t in encode_dates(train_pairs))
 src_test, len_test, tgt_test = (t.to(device) for t in encode_dates(test_pairs))
@@ -675,7 +676,8 @@ print(f"on {n_beam} test dates: greedy {greedy_right:.1%} right, mean log-prob "
 assert beam_scores.mean() >= greedy_scores[:n_beam].cpu().mean() - 1e-4
 
 # %% [markdown]
-# Beam search never scores worse on average: it finds outputs the model itself finds more likely. Whether that
+# On these dates beam search scores at least as well on average (asserted): it finds outputs the model itself
+# finds more likely. (That is not guaranteed for every input: the greedy prefix can be pruned from the beam.) Whether that
 # makes more dates *right* depends on how good the model is; a well-trained converter is already confident at
 # every step, and the two agree.
 #
@@ -779,7 +781,7 @@ def train_for(model: nn.Module, seconds: float, batch_fn, lr: float) -> dict:
                 params=dlcourse.models.count_parameters(model))
 
 
-budget = cfg.pick(smoke=1.0, small=60.0, full=120.0)                      # seconds per model
+budget = cfg.pick(smoke=1.0, small=45.0, full=120.0)                      # seconds per model
 lm_batch_size = cfg.pick(smoke=32, small=32, full=128)
 width, layers = cfg.pick(smoke=(48, 1), small=(128, 2), full=(512, 3))
 gen = torch.Generator().manual_seed(cfg.seed)
@@ -839,7 +841,8 @@ for r in race.values():
 # - Padding must not leak: pack the batch so every sequence ends (and, backwards, starts) at its own length,
 #   and average the loss over real positions only.
 # - An encoder-decoder with attention learns to convert dates; it trains with teacher forcing and is used free
-#   running. Beam search finds outputs at least as likely as greedy decoding.
+#   running. Beam search equals exhaustive search with enough beams and greedy decoding with one; in between it
+#   found outputs at least as likely as greedy decoding, on average over the test dates.
 # - For a fixed training time, the measured winner between an LSTM and a transformer depends on the hardware
 #   and the budget.
 
