@@ -48,6 +48,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 import matplotlib.pyplot as plt
 import torch
@@ -106,7 +107,7 @@ def train_bpe(s: str, num_merges: int) -> dict[tuple[int, int], int]:
     for new_id in range(256, 256 + num_merges):
         pairs: Counter = Counter()
         for word, n in zip(words, counts):
-            for pair in zip(word, word[1:]):
+            for pair in pairwise(word):
                 pairs[pair] += n
         if not pairs:
             break                                                           # every chunk is a single token
@@ -148,7 +149,7 @@ class BPETokenizer:
             ids = list(chunk.encode("utf-8"))
             while len(ids) > 1:
                 # the pair that was merged earliest in training goes first (merge ids grow with the order)
-                pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, math.inf))
+                pair = min(pairwise(ids), key=lambda p: self.merges.get(p, math.inf))
                 if pair not in self.merges:
                     break
                 ids = merge_pair(ids, pair, self.merges[pair])
@@ -508,7 +509,7 @@ for T in seq_lens:
                .requires_grad_() for _ in range(3))
     reference = attention(q, k, v)
     for name, backend in implementations.items():
-        def run(backend=backend):
+        def run(backend=backend, q=q, k=k, v=v):
             if backend is None:
                 return attention(q, k, v)
             with sdpa_kernel(backend):

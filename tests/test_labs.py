@@ -136,3 +136,7 @@ class TestLab12(LabSelfCheck):
 
 class TestLab13(LabSelfCheck):
     lab = "lab13_bug_hunt"
+
+
+class TestLab15(LabSelfCheck):
+    lab = "lab15_llm_from_scratch"
