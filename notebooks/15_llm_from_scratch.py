@@ -98,8 +98,14 @@ assert all("".join(pretokenize(s)) == s for s in samples), "the pattern must kee
 
 
 # %%
-def train_bpe(s: str, num_merges: int) -> dict[tuple[int, int], int]:
-    """Learn num_merges merges on the text s: {(left id, right id): new id}, new ids 256, 257, ... in order."""
+def train_bpe(s: str, num_merges: int, byte_rank: dict[int, int] | None = None) -> dict[tuple[int, int], int]:
+    """Learn num_merges merges on the text s: {(left id, right id): new id}, new ids 256, 257, ... in order.
+
+    Ties go to the smallest pair of ids; byte_rank (byte -> its place in another order) changes how bytes compare.
+    """
+    def rank(i: int) -> int:
+        return byte_rank[i] if byte_rank is not None and i < 256 else i
+
     chunks = Counter(chunk.encode("utf-8") for chunk in pretokenize(s))      # each distinct chunk once, with count
     words = [list(chunk) for chunk in chunks]                               # token ids: bytes to start with
     counts = list(chunks.values())
@@ -111,7 +117,7 @@ def train_bpe(s: str, num_merges: int) -> dict[tuple[int, int], int]:
                 pairs[pair] += n
         if not pairs:
             break                                                           # every chunk is a single token
-        best = min(pairs, key=lambda p: (-pairs[p], p))                     # most frequent; ties: smallest ids
+        best = min(pairs, key=lambda p: (-pairs[p], rank(p[0]), rank(p[1])))   # most frequent; ties: smallest ids
         merges[best] = new_id
         words = [merge_pair(word, best, new_id) for word in words]
     return merges
@@ -229,6 +235,24 @@ print(f"learned tokens in both vocabularies: {shared:.1%}")
 print(f"held-out tokens: ours {len(test_ids):,}, tokenizers {hf_tokens:,} ({hf_tokens / len(test_ids) - 1:+.2%})")
 assert hf_bpe.decode(hf_bpe.encode(samples[1]).ids) == samples[1]
 assert shared > 0.9 and abs(hf_tokens / len(test_ids) - 1) < 0.02
+
+# %% [markdown]
+# Where do the differences come from? `tokenizers` numbers the 256 bytes in the order of their stand-in characters
+# (so a space, `Ġ` = U+0120, comes after every printable byte) and breaks ties by the smallest pair in *its* ids.
+# Give our trainer that order of bytes and the two merge lists become identical, merge for merge:
+
+# %%
+import json
+
+hf_rank = {b: r for r, b in enumerate(sorted(range(256), key=lambda b: b2u[b]))}
+ours_hf_order = BPETokenizer(train_bpe(train_text, num_merges, byte_rank=hf_rank))
+ours_pairs = [("".join(b2u[x] for x in ours_hf_order.vocab[a]), "".join(b2u[x] for x in ours_hf_order.vocab[b]))
+              for a, b in ours_hf_order.merges]
+theirs_pairs = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+                for m in json.loads(hf_bpe.to_str())["model"]["merges"]]
+print(f"with the library's byte order: {sum(a == b for a, b in zip(ours_pairs, theirs_pairs))} of {num_merges} "
+      f"merges equal, in the same order; held-out tokens {len(ours_hf_order.encode(test_text)):,} vs {hf_tokens:,}")
+assert ours_pairs == theirs_pairs and len(ours_hf_order.encode(test_text)) == hf_tokens
 
 # %% [markdown]
 # ## 2. A Llama-style decoder
@@ -861,7 +885,8 @@ fig
 # %% [markdown]
 # ## Summary
 # - Byte-level BPE encodes any text exactly; its merges, learned on Python source, cut the number of tokens by the
-#   factor measured in section 1, and a library trained on the same chunks learns nearly the same merges.
+#   factor measured in section 1, and `tokenizers` trained on the same chunks learns the same merges once ties
+#   are broken in the same order of bytes.
 # - A Llama block is a pre-norm block with RMSNorm, RoPE on queries and keys, grouped-query attention, a SwiGLU
 #   feed-forward, no biases and tied embeddings; with the RoPE pairing converted (a permutation of $W_q$ and
 #   $W_k$ rows per head), ours gives `LlamaForCausalLM`'s logits.
