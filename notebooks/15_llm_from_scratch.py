@@ -169,10 +169,11 @@ class BPETokenizer:
         return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
 
 
-num_merges = cfg.pick(smoke=150, small=700, full=1500)
+num_merges = cfg.pick(smoke=150, small=700, full=1000)
+bpe_text = train_text[:800_000]        # pure-Python training: at most 800k characters (full scale has more)
 t0 = time.perf_counter()
-bpe = BPETokenizer(train_bpe(train_text, num_merges))
-print(f"{num_merges} merges learned on {len(train_text):,} characters in {time.perf_counter() - t0:.1f} s")
+bpe = BPETokenizer(train_bpe(bpe_text, num_merges))
+print(f"{num_merges} merges learned on {len(bpe_text):,} characters in {time.perf_counter() - t0:.1f} s")
 print("the first 12 merges:", [bpe.vocab[i].decode("utf-8", "replace") for i in range(256, 268)])
 print("some of the last:   ", [bpe.vocab[i].decode("utf-8", "replace") for i in range(bpe.vocab_size - 8,
                                                                                        bpe.vocab_size)])
@@ -186,7 +187,7 @@ print(samples[0], "->", [bpe.vocab[i].decode("utf-8", "replace") for i in bpe.en
 # number of tokens, so the same context window holds more text.
 
 # %%
-char_tok = text.CharTokenizer(train_text)
+char_tok = text.CharTokenizer(bpe_text)
 test_ids = bpe.encode(test_text)
 chars_per_token = len(test_text) / len(test_ids)
 print(f"held-out text: {len(test_text):,} characters, {len(test_text.encode()):,} bytes")
@@ -221,7 +222,7 @@ hf_bpe.pre_tokenizer = pre_tokenizers.Sequence([
     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 hf_bpe.decoder = decoders.ByteLevel()
 t0 = time.perf_counter()
-hf_bpe.train_from_iterator([train_text], trainers.BpeTrainer(
+hf_bpe.train_from_iterator([bpe_text], trainers.BpeTrainer(
     vocab_size=256 + num_merges, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
 print(f"tokenizers trained in {time.perf_counter() - t0:.2f} s")
 assert hf_bpe.get_vocab_size() == bpe.vocab_size
@@ -245,7 +246,7 @@ assert shared > 0.9 and abs(hf_tokens / len(test_ids) - 1) < 0.02
 import json
 
 hf_rank = {b: r for r, b in enumerate(sorted(range(256), key=lambda b: b2u[b]))}
-ours_hf_order = BPETokenizer(train_bpe(train_text, num_merges, byte_rank=hf_rank))
+ours_hf_order = BPETokenizer(train_bpe(bpe_text, num_merges, byte_rank=hf_rank))
 ours_pairs = [("".join(b2u[x] for x in ours_hf_order.vocab[a]), "".join(b2u[x] for x in ours_hf_order.vocab[b]))
               for a, b in ours_hf_order.merges]
 theirs_pairs = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
@@ -522,16 +523,17 @@ def saved_bytes(fn, inputs: tuple[torch.Tensor, ...]) -> int:
 
 
 att_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-B_att, H_att, d_att = cfg.pick(smoke=(1, 4, 64), small=(2, 8, 64), full=(4, 16, 128))
+B_att, H_att, d_att = cfg.pick(smoke=(1, 4, 64), small=(2, 8, 64), full=(2, 16, 128))
 implementations = {"ours": None, "sdpa MATH": SDPBackend.MATH, "sdpa FLASH": SDPBackend.FLASH_ATTENTION,
                    "sdpa EFFICIENT": SDPBackend.EFFICIENT_ATTENTION}
 results: dict[str, list] = {name: [] for name in implementations}
-seq_lens = cfg.pick(smoke=(64, 128, 256), small=(256, 512, 1024, 2048), full=(512, 1024, 2048, 4096, 8192))
+seq_lens = cfg.pick(smoke=(64, 128, 256), small=(256, 512, 1024, 2048), full=(512, 1024, 2048, 4096))
 for T in seq_lens:
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     q, k, v = (torch.randn(B_att, H_att, T, d_att, device=device, dtype=att_dtype, generator=gen)
                .requires_grad_() for _ in range(3))
-    reference = attention(q, k, v)
+    with torch.no_grad():
+        reference = attention(q, k, v)
     for name, backend in implementations.items():
         def run(backend=backend, q=q, k=k, v=v):
             if backend is None:
@@ -543,7 +545,7 @@ for T in seq_lens:
         except RuntimeError:                                   # no kernel for this backend on this device
             results[name].append(None)
             continue
-        tol = 2e-2 if att_dtype == torch.bfloat16 else 1e-4
+        tol = 5e-2 if att_dtype == torch.bfloat16 else 1e-4
         assert torch.allclose(out.float(), reference.float(), atol=tol), name
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -800,7 +802,9 @@ assert matmul_flops == 6 * matmul_params(probe) * n_tokens
 assert attention_flops == 12 * probe.cfg.n_layers * seq_len * probe.cfg.dim * n_tokens
 
 # %%
-STATED_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "T4": 65e12}
+# dense (no sparsity) bfloat16 tensor-core peaks from the datasheets (SXM versions; T4: float16)
+STATED_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+                    "T4": 65e12}
 
 
 def peak_flops() -> tuple[float, str]:
