@@ -139,3 +139,7 @@ class TestLab13(LabSelfCheck):
 
 class TestLab14(LabSelfCheck):
     lab = "lab14_sequence_models"
+
+
+class TestLab15(LabSelfCheck):
+    lab = "lab15_llm_from_scratch"
