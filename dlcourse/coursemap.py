@@ -22,7 +22,7 @@ REPOSITORY = "https://github.com/dlcourse/dlcourse"
 #: The branch or tag that Colab links open and that notebooks install from; a release sets it to its tag.
 REF = "main"
 #: What a notebook's set-up cell pip-installs when the course package is missing (on Colab).
-BOOTSTRAP_SPEC = f"dlcourse[lora,export] @ git+{REPOSITORY}@{REF}"
+BOOTSTRAP_SPEC = f"dlcourse[notebooks] @ git+{REPOSITORY}@{REF}"
 
 BEGIN = "<!-- course-map:begin"
 END = "<!-- course-map:end -->"

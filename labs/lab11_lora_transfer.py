@@ -43,7 +43,7 @@ import sys
 
 if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+                    "dlcourse[notebooks] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
 
 import math
 import re

@@ -33,7 +33,7 @@ import sys
 
 if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course package first (about a minute)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
+                    "dlcourse[notebooks] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
 
 import time
 
@@ -48,7 +48,8 @@ t_start = time.perf_counter()
 # ## Three scales, one notebook
 #
 # Deep-learning experiments range from seconds to days. Each notebook here runs at three sizes, chosen by the
-# environment variable `DLCOURSE_SCALE` before Jupyter starts (for example `DLCOURSE_SCALE=smoke jupyter lab`):
+# environment variable `DLCOURSE_SCALE` before Jupyter starts (for example `DLCOURSE_SCALE=smoke make lab`, or
+# `%env DLCOURSE_SCALE=smoke` in a notebook before its set-up cell):
 #
 # | scale   | who it is for | how long |
 # |---------|---------------|----------|
@@ -70,7 +71,8 @@ assert cfg.scale in dlcourse.SCALES
 # ## Notebooks and labs
 #
 # - **`notebooks/NN_topic.ipynb`** explain a topic and run everything for you. Read them, run them, change numbers
-#   and see what happens. (The `.py` file next to each notebook is its source; Jupytext keeps the pair in sync.)
+#   and see what happens. You work on copies in `workspace/` (`make lab` fills it and opens JupyterLab there), so
+#   updating the course with `git pull` never touches your edits.
 # - **`labs/labNN_topic.ipynb`** are the exercises. They are generated from the instructors' `solutions/`: each
 #   exercise cell has its answer replaced by
 #
