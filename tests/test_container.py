@@ -75,6 +75,20 @@ def test_the_image_is_python_311_slim_with_bubblewrap_an_ordinary_user_and_the_c
     assert any(f"ipykernel install --sys-prefix --name {KERNELSPEC['name']}" in run for run in _runs())
 
 
+def _leaf_extras(names: list[str]) -> list[str]:
+    """``names`` with every extra that only groups others (``notebooks = ["dlcourse[a,b]"]``) replaced by those, in
+    order: the Dockerfile's reader pip-installs an extra's requirements, and ``dlcourse[...]`` is not one to fetch."""
+    leaves = []
+    for name in names:
+        reqs = PYPROJECT["optional-dependencies"][name]
+        if all(_name(r) == "dlcourse" for r in reqs):
+            leaves += _leaf_extras([e for r in reqs for e in re.search(r"\[(.*)\]", r).group(1).split(",")])
+        else:
+            assert not any(_name(r) == "dlcourse" for r in reqs), f"extra {name!r} mixes packages and dlcourse[...]"
+            leaves.append(name)
+    return leaves
+
+
 def test_torch_comes_from_the_cpu_index_and_the_rest_from_pyproject():
     assert _arg_default("TORCH_INDEX") == CPU_INDEX
     torch_runs = [i for i, run in enumerate(_runs()) if '--index-url "$TORCH_INDEX"' in run]
@@ -87,7 +101,7 @@ def test_torch_comes_from_the_cpu_index_and_the_rest_from_pyproject():
     lab = PYPROJECT["optional-dependencies"]["lab"]
     referenced = [r for r in lab if _name(r) == "dlcourse"]
     assert len(referenced) == 1
-    lab_extras = re.search(r"\[(.*)\]", referenced[0]).group(1).split(",")
+    lab_extras = _leaf_extras(re.search(r"\[(.*)\]", referenced[0]).group(1).split(","))
     assert {_name(r) for r in lab} - {"dlcourse"} == {"jupyterlab"}, "a new `lab` dependency: add it to the image?"
     assert _arg_default("EXTRAS").split(",") == lab_extras
 
