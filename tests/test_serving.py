@@ -2,6 +2,9 @@
 server process on a free localhost port answering real HTTP requests (then stopped)."""
 
 import asyncio
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -124,6 +127,13 @@ def test_a_real_server_answers_validates_batches_and_stops(model_file):
         nan = httpx.post(f"{server.url}/predict", content='{"inputs": [[NaN, 0, 0, 0, 0, 0]]}',
                          headers={"content-type": "application/json"}, timeout=30)
         assert nan.status_code == 422 and "NaN" in nan.json()["detail"]
+        timings = []
+        with httpx.Client() as client:
+            for _ in range(10):
+                start = time.perf_counter()
+                client.get(f"{server.url}/health")
+                timings.append(time.perf_counter() - start)
+        assert S.percentile(timings, 50) < 0.02, "TCP_NODELAY lost? ~40 ms per answer is Nagle + delayed ACK"
         load = S.run_load(f"{server.url}/predict", lambda i: {"inputs": [[float(i)] * 6]}, requests=40,
                           concurrency=8, max_s=30)
         assert load.ok == 40 and load.p(99) >= load.p(50) > 0
@@ -140,3 +150,24 @@ def test_a_server_that_cannot_start_says_why(tmp_path):
     with pytest.raises(RuntimeError, match=r"must be \.onnx"):
         with S.ModelServer(bogus, start_timeout_s=60):
             pass
+
+
+def test_a_server_stops_when_its_parent_dies(model_file):
+    _, path, _ = model_file
+    code = (f"import dlcourse.serving as S; s = S.ModelServer({str(path)!r}).__enter__(); "
+            "print(s.process.pid, flush=True); import os; os._exit(0)")
+    parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    pid = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    assert not _alive(pid), "the orphaned server process is still running"
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

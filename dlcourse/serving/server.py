@@ -5,7 +5,7 @@ The child process (``python -m dlcourse.serving.server MODEL ...``) loads the mo
 127.0.0.1 (the kernel picks a free port), prints the address and serves with uvicorn. Its own process, so the load
 generator in the notebook does not share a Python interpreter (and its GIL) with the server it measures. The
 parent waits for the address, and on leaving the ``with`` block stops the child (SIGTERM, then SIGKILL) — also
-when the block raised.
+when the block raised; a child whose parent dies (a kernel killed mid-cell) stops by itself within a second.
 """
 
 from __future__ import annotations
@@ -122,10 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     app = make_app(predict, n_features=n_features, version=args.version, max_rows=args.max_rows,
                    window_s=args.window_s, max_batch=args.max_batch, max_queue=args.max_queue,
                    timeout_s=args.timeout_s, drift=drift)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it every answer waits ~40 ms (Nagle's algorithm holding the body until the headers are ACKed)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+
+    parent = os.getppid()
 
     async def serve():  # uvicorn's own loop; the address is printed once it accepts connections (after warm-up)
         task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -133,6 +137,10 @@ def main(argv: list[str] | None = None) -> None:
             await asyncio.sleep(0.01)
         if server.started:
             print(f"{READY}http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+        while not task.done():  # a server whose parent died (a killed kernel) stops instead of living on
+            if os.getppid() != parent:
+                server.should_exit = True
+            await asyncio.sleep(0.5)
         await task
 
     asyncio.run(serve())
