@@ -40,6 +40,7 @@ if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
                     "dlcourse[lora,export] @ git+https://github.com/dlcourse/dlcourse@main"], check=True)
 
+import itertools
 import math
 import time
 import warnings
@@ -764,8 +765,8 @@ for name, alpha_bar in schedules.items():
           f"{seconds:.1f} s")
     assert sum(losses[-20:]) < sum(losses[:20])
     rows = []
-    for label, nfe, fn in [("ancestral", T, lambda: ancestral_sample(model, alpha_bar, n_eval, gen))] + [
-            ("DDIM", k, lambda k=k: ddim_sample(model, alpha_bar, n_eval, k, gen))
+    for label, nfe, fn in [("ancestral", T, lambda m=model, ab=alpha_bar: ancestral_sample(m, ab, n_eval, gen))] + [
+            ("DDIM", k, lambda k=k, m=model, ab=alpha_bar: ddim_sample(m, ab, n_eval, k, gen))
             for k in cfg.pick(smoke=(5, 20), small=(5, 10, 20, 50), full=(5, 10, 20, 50))]:
         x, t_sample = timed(fn)
         rows.append((label, nfe, x, t_sample))
@@ -804,7 +805,7 @@ def flow_matching_loss(model: Denoiser):
 def flow_sample(velocity, n: int, num_steps: int, gen: torch.Generator, method: str = "euler") -> torch.Tensor:
     x = torch.randn(n, D, generator=gen).to(device)
     ts = torch.linspace(0, 1, num_steps + 1).tolist()
-    for t, t_next in zip(ts[:-1], ts[1:]):
+    for t, t_next in itertools.pairwise(ts):
         h = t_next - t
         v = velocity(x, torch.full((n,), t, device=device))
         if method == "heun":
@@ -857,7 +858,7 @@ best = {m: min(d for (m2, _, _), d in fds.items() if m2 == m) for m in results}
 ddpm_full = fds["DDPM (linear)", "ancestral", T]
 fm_best = min(d for (m, s, n), d in fds.items() if m == "flow matching")
 fm_one = fds["flow matching", "euler", 1]
-print(f"best per model: " + ", ".join(f"{m} {d:.2f}" for m, d in best.items()))
+print("best per model: " + ", ".join(f"{m} {d:.2f}" for m, d in best.items()))
 assert all(d < fd_noise / 2 for m, d in best.items() if m.startswith(("DDPM", "flow")))
 
 show(torch.cat([samples[m][:8].reshape(8, D) for m in samples]), "one row per model, top to bottom: "

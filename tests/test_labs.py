@@ -135,3 +135,7 @@ class TestLab12(LabSelfCheck):
 
 class TestLab13(LabSelfCheck):
     lab = "lab13_bug_hunt"
+
+
+class TestLab16(LabSelfCheck):
+    lab = "lab16_generative"
