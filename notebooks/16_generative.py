@@ -62,10 +62,10 @@ if device.type == "cpu":
     torch.set_num_threads(1)    # these layers are tiny: a second thread costs more in synchronisation than it saves
 t_start = time.perf_counter()
 
-steps = cfg.pick(smoke=100, small=3000, full=20_000)       # optimizer steps per generative model
+steps = cfg.pick(smoke=100, small=2000, full=20_000)       # optimizer steps per generative model
 width = cfg.pick(smoke=64, small=256, full=1024)           # hidden width of the MLPs
 batch_size = cfg.pick(smoke=64, small=128, full=256)
-denoiser_steps = cfg.pick(smoke=100, small=10_000, full=30_000)   # DDPM and flow matching: cheap steps, more of them
+denoiser_steps = cfg.pick(smoke=100, small=8000, full=30_000)   # DDPM and flow matching: cheap steps, more of them
 T = cfg.pick(smoke=200, small=1000, full=1000)             # diffusion steps
 
 # %% [markdown]
@@ -247,15 +247,16 @@ assert fd_real < fd_noise / 10
 # ## 3. Autoencoders and the VAE
 # An **autoencoder** squeezes each image through a small code $z$ and reconstructs it. It learns a compressed
 # description of the data, but nothing says what a code *between* or *away from* the training codes decodes
-# to, so it is not a generator: decoding random codes gives junk.
+# to, and nothing says which distribution to draw new codes from: it is not a generator by design. Below we try
+# anyway, with codes drawn from a Gaussian with the spread of its training codes, and measure the result.
 #
 # A **variational autoencoder** makes the code random. The encoder outputs a Gaussian $q(z\mid x) =
 # \mathcal N(\mu(x), \operatorname{diag}\sigma^2(x))$, the decoder a distribution $p(x\mid z)$, and training
 # maximises the **evidence lower bound** on $\log p(x)$:
 # $$ \mathrm{ELBO}(x) = \mathbb E_{z\sim q(z\mid x)}\big[\log p(x\mid z)\big]
 #    - \mathrm{KL}\big(q(z\mid x)\,\Vert\,\mathcal N(0, I)\big) \le \log p(x). $$
-# The KL term pulls every code distribution towards the prior $\mathcal N(0, I)$, so after training *any*
-# $z \sim \mathcal N(0, I)$ decodes to something plausible. For a diagonal Gaussian it has a closed form,
+# The KL term pulls every code distribution towards the prior $\mathcal N(0, I)$, so that after training a
+# code drawn from the prior decodes to something like the data. For a diagonal Gaussian it has a closed form,
 # $\tfrac12\sum_j(\mu_j^2 + \sigma_j^2 - 1 - \log\sigma_j^2)$, which we check against a Monte-Carlo average of
 # $\log q(z) - \log p(z)$.
 #
@@ -746,7 +747,9 @@ def ancestral_sample(model: Denoiser, alpha_bar: torch.Tensor, n: int, gen: torc
 def ddim_step(x_t, eps, ab_t, ab_s, clip: bool = False):
     """Jump from step t to an earlier step s (η = 0): through the clean image predicted from eps."""
     x0_hat = (x_t - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
-    x0_hat = x0_hat.clamp(-1, 1) if clip else x0_hat
+    if clip:                                         # clip x̂0, and take the noise that goes with it
+        x0_hat = x0_hat.clamp(-1, 1)
+        eps = (x_t - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()
     return ab_s.sqrt() * x0_hat + (1 - ab_s).sqrt() * eps
 
 
