@@ -363,13 +363,13 @@ assert ae_losses[-1] < ae_losses[0] / 2 and vae_losses[-1] < vae_losses[0]
 assert ae_mse < (X_eval - X_train.mean(0)).square().mean().item()
 
 gen = torch.Generator().manual_seed(cfg.seed)
-samples = {"autoencoder (random codes)": ae.decode(torch.randn(n_eval, latent, generator=gen).to(device) *
-                                                   ae.encode(X_train)[0].std(0)).detach(),
-           "VAE": vae.sample(n_eval, gen)}
 ae_scale = ae.encode(X_train)[0].std(0).detach()                          # the spread of the codes it uses
-results["autoencoder"] = (ae_time, [("random codes", 1, *timed(
-    lambda: ae.decode(torch.randn(n_eval, latent, generator=gen).to(device) * ae_scale).detach()))])
-results["VAE"] = (vae_time, [("prior sample", 1, *timed(lambda: vae.sample(n_eval, gen)))])
+with torch.no_grad():
+    x_ae, t_ae = timed(lambda: ae.decode(torch.randn(n_eval, latent, generator=gen).to(device) * ae_scale))
+    x_vae, t_vae = timed(lambda: vae.sample(n_eval, gen))
+samples = {"autoencoder (random codes)": x_ae, "VAE": x_vae}              # method -> samples shown at the end
+results["autoencoder"] = (ae_time, [("random codes", 1, x_ae, t_ae)])
+results["VAE"] = (vae_time, [("prior sample", 1, x_vae, t_vae)])
 for name, x in samples.items():
     print(f"{name}: Fréchet distance {fd(x):.2f}")
 show(torch.cat([samples["autoencoder (random codes)"][:16], samples["VAE"][:16]]),
@@ -584,8 +584,8 @@ for name, spectral in (("GAN", False), ("GAN + spectral norm", True)):
     G, seconds, snapshots = train_gan(spectral)
     gans[name] = G
     with torch.no_grad():
-        samples[name] = G(torch.randn(n_eval, z_dim, generator=gen).to(device))
-    results[name] = (seconds, [("one pass", 1, *timed(lambda G=G: G(torch.randn(n_eval, z_dim, device=device))))])
+        samples[name], t_gen = timed(lambda G=G: G(torch.randn(n_eval, z_dim, generator=gen).to(device)))
+    results[name] = (seconds, [("one pass", 1, samples[name], t_gen)])
     print(f"{name}: {seconds:.1f} s to train, Fréchet distance {fd(samples[name]):.2f}")
     display(show(torch.cat(snapshots), f"{name}: the same 8 codes after 1/4, 2/4, 3/4 and all of training",
                  ncols=8))
