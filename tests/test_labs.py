@@ -143,3 +143,7 @@ class TestLab14(LabSelfCheck):
 
 class TestLab15(LabSelfCheck):
     lab = "lab15_llm_from_scratch"
+
+
+class TestLab16(LabSelfCheck):
+    lab = "lab16_generative"
