@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 import dlcourse
-from dlcourse.grading.checks import check_close, check_equal, check_prediction, check_true
+from dlcourse.grading.checks import check_close, check_equal, check_prediction
 
 cfg = dlcourse.setup(seed=0)
 
@@ -327,7 +327,7 @@ _x = torch.tensor([3.0, -1.0, 4.0, 1.0, -5.0, 9.0], dtype=torch.float64)
 _A = torch.eye(6, dtype=torch.float64)
 _A[EDGES[1], EDGES[0]] = 1.0
 _P = _A / _A.sum(dim=1, keepdim=True)
-for _k in range(0, 41):
+for _k in range(41):
     if _k in (0, 1, 2, 5, 10, 20, 40):
         print(f"step {_k:>2}: " + " ".join(f"{v:7.3f}" for v in _x.tolist()) + f"   spread {_x.max() - _x.min():.2e}")
     _x = _P @ _x

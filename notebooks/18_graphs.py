@@ -45,6 +45,7 @@ if importlib.util.find_spec("dlcourse") is None:  # on Colab: install the course
 import time
 import warnings
 from dataclasses import dataclass
+from itertools import pairwise
 
 import matplotlib.pyplot as plt
 import networkx as nx
@@ -64,7 +65,10 @@ with warnings.catch_warnings():  # torch_geometric's import calls the deprecated
 
 cfg = dlcourse.setup(seed=0)
 device = cfg.device
-print(f"torch_geometric {torch_geometric.__version__}")
+default_threads = torch.get_num_threads()
+if device.type == "cpu":  # small scatter operations run faster on one CPU thread: measured in section 4
+    torch.set_num_threads(1)
+print(f"torch_geometric {torch_geometric.__version__}; CPU threads {default_threads} -> {torch.get_num_threads()}")
 t_start = time.perf_counter()
 
 # %% [markdown]
@@ -75,8 +79,8 @@ t_start = time.perf_counter()
 #   `edge_index[1, e]` (the *target*). An undirected edge is stored twice, once in each direction.
 #
 # This is the format of PyTorch Geometric, and it costs $O(E)$ memory where the dense **adjacency matrix**
-# $A$ ($A_{ij} = 1$ when there is an edge $j \to i$) costs $O(N^2)$: for a graph of a million nodes with ten
-# neighbours each, 80 MB against 4 TB. Messages flow from source to target, so row $i$ of $A$ lists the nodes that
+# $A$ ($A_{ij} = 1$ when there is an edge $j \to i$) costs $O(N^2)$ (the first lines of the next cell work out both
+# for a graph of a million nodes with ten neighbours each). Messages flow from source to target, so row $i$ of $A$ lists the nodes that
 # send to $i$, and $(A x)_i$ is the sum of their features.
 #
 # The **degree** $d_i$ is the number of edges into node $i$. Summing neighbours makes a hub's features huge, so GCN
@@ -87,6 +91,13 @@ t_start = time.perf_counter()
 # $(-1, 1]$, so applying it again and again neither explodes nor vanishes.
 
 # %%
+num_nodes, num_neighbours = 10**6, 10
+index_bytes = 2 * num_nodes * num_neighbours * torch.empty(0, dtype=torch.long).element_size()
+dense_bytes = num_nodes**2 * torch.empty(0, dtype=torch.float32).element_size()
+print(f"a million nodes, ten neighbours each: edge index {index_bytes / 1e6:.0f} MB, "
+      f"dense float32 adjacency {dense_bytes / 1e12:.0f} TB")
+
+
 def to_undirected(edges: list[tuple[int, int]]) -> torch.Tensor:
     """A list of undirected edges -> edge index (2, 2E) with both directions."""
     e = torch.tensor(edges, dtype=torch.long).T                      # (2, E)
@@ -277,7 +288,7 @@ for dtype in (torch.float32, torch.float64):
                           "GAT attention": (ours_gat.alpha - pyg_alpha).abs().max().item()}
     assert torch.equal(pyg_alpha_index, add_self_loops(g_index, 200)), "the same edges in the same order"
 for dtype, diff in differences.items():
-    print(f"{str(dtype):>13}: largest difference " + ", ".join(f"{k} {v:.1e}" for k, v in diff.items()))
+    print(f"{dtype!s:>13}: largest difference " + ", ".join(f"{k} {v:.1e}" for k, v in diff.items()))
 assert max(differences[torch.float32].values()) < 1e-5
 assert max(differences[torch.float64].values()) < 1e-12
 
@@ -380,7 +391,7 @@ class GNN(nn.Module):
         super().__init__()
         sizes = [in_features] + [hidden] * (num_layers - 1) + [num_classes]
         if kind == "gcn":
-            self.layers = nn.ModuleList(GCNLayer(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+            self.layers = nn.ModuleList(GCNLayer(a, b) for a, b in pairwise(sizes))
         else:  # hidden GAT layers concatenate `heads` heads of hidden // heads features; the last has one head
             self.layers = nn.ModuleList(
                 [GATLayer(a, hidden // heads, heads) for a in sizes[:-2]] + [GATLayer(sizes[-2], num_classes, 1)])
@@ -433,6 +444,29 @@ assert results["GCN"]["test"] > results["MLP"]["test"] + 0.15, "the edges carry 
 assert results["GAT"]["test"] > results["MLP"]["test"] + 0.15
 
 # %% [markdown]
+# **Why one CPU thread?** A GNN on a small graph runs many small gathers and scatters. PyTorch splits each over its
+# CPU threads, and with a few thousand rows the threads spend more time synchronising than computing; on a machine
+# busy with other work, a thread that has to wait for a free core stalls every operation. The setup cell therefore
+# uses one thread on the CPU. The cell below times the same GCN epochs both ways on this machine (on a GPU it
+# does nothing).
+
+# %%
+def seconds_for_epochs(threads: int, num_epochs: int) -> float:
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    train_nodes(GNN(16, 32, 4, kind="gcn"), sbm, num_epochs)
+    return time.perf_counter() - start
+
+
+if device.type == "cpu":
+    timing_epochs = cfg.pick(smoke=5, small=50, full=50)
+    for threads in sorted({1, default_threads}):
+        print(f"{timing_epochs} GCN epochs with {threads} CPU thread(s): "
+              f"{seconds_for_epochs(threads, timing_epochs):.3f} s")
+    torch.set_num_threads(1)
+
+# %% [markdown]
 # ### Zachary's karate club
 # The classic small social network (networkx ships it): 34 members of a karate club, an edge where two met outside
 # the club, and the split into two clubs after a dispute as the label. With no features at all (each node's
@@ -446,12 +480,28 @@ k_y = torch.tensor([karate.nodes[i]["club"] == "Officer" for i in range(34)], dt
 k_train = torch.zeros(34, dtype=torch.bool)
 k_train[[0, 33]] = True                                               # the instructor and the administrator
 club = NodeData(torch.eye(34), k_edges, k_y, k_train, ~k_train, ~k_train).to(device)
-karate_results = {}
+karate_results, karate_models = {}, {}
 for name, make in [("MLP", lambda: MLP(34, 16, 2)), ("GCN", lambda: GNN(34, 16, 2, kind="gcn"))]:
     torch.manual_seed(cfg.seed)
-    karate_results[name] = train_nodes(make(), club, num_epochs=100)["test"]
+    karate_models[name] = make()
+    karate_results[name] = train_nodes(karate_models[name], club, num_epochs=100)["test"]
     print(f"karate club, {name}: accuracy on the 32 unlabelled members {karate_results[name]:.3f}")
 assert karate_results["GCN"] > 0.8 and karate_results["GCN"] > karate_results["MLP"] + 0.2
+
+# the GCN's predictions after the last epoch: colour = predicted club, a red ring = wrong, a square = labelled
+with torch.no_grad():
+    predicted = karate_models["GCN"].eval()(club.x, club.edge_index).argmax(1).cpu()
+fig, ax = plt.subplots(figsize=(6, 4.5))
+layout = nx.spring_layout(karate, seed=cfg.seed)
+nx.draw_networkx_edges(karate, layout, ax=ax, alpha=0.3)
+for shape, nodes in [("o", [i for i in range(34) if i not in (0, 33)]), ("s", [0, 33])]:
+    nx.draw_networkx_nodes(karate, layout, nodelist=nodes, node_shape=shape, ax=ax, node_size=180,
+                           node_color=["tab:blue" if predicted[i] == 0 else "tab:orange" for i in nodes],
+                           edgecolors=["red" if predicted[i] != k_y[i] else "white" for i in nodes], linewidths=2)
+ax.set(title="karate club: clubs predicted by the GCN from two labels")
+ax.axis("off")
+plt.close(fig)
+fig
 
 # %% [markdown]
 # ## 5. Over-smoothing
@@ -616,7 +666,7 @@ class GraphClassifier(nn.Module):
     def __init__(self, hidden: int = 32, num_layers: int = 3, pool: str = "sum") -> None:
         super().__init__()
         sizes = [1] + [hidden] * num_layers
-        self.layers = nn.ModuleList(GINLayer(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(GINLayer(a, b) for a, b in pairwise(sizes))
         self.pool = pool
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2))
 
