@@ -596,7 +596,7 @@ fig
 #
 # The layer is GIN's (Xu et al., 2019), $h'_i = \mathrm{MLP}\big(h_i + \sum_{j \in \mathcal N(i)} h_j\big)$: a
 # *sum* of the neighbours, so that with identical inputs the first layer already sees each node's degree (GCN's
-# weighted average of identical inputs is nearly the same number at every node). Then the readout matters: every
+# normalisation divides the degrees out again: on a cycle $\hat A \mathbf 1 = \mathbf 1$ exactly, checked below). Then the readout matters: every
 # node of a cycle has degree 2, while a tree has leaves (degree 1) and, unless it is a path, a node of degree 3 or
 # more; the *mean* degree of a tree, $2 - 2/n$, is close to a cycle's 2. Which readouts find the difference within
 # the training budget is measured below.
@@ -652,6 +652,9 @@ h = torch.randn(len(g_batch.batch), 5, generator=torch.Generator().manual_seed(c
 for reduce, pyg_pool in [("sum", global_add_pool), ("mean", global_mean_pool), ("max", global_max_pool)]:
     assert torch.allclose(global_pool(h, g_batch.batch, 3, reduce), pyg_pool(h, g_batch.batch, 3), atol=1e-6)
 print("sum, mean and max pooling agree with torch_geometric.nn.global_*_pool")
+ring = to_undirected([(j, (j + 1) % 10) for j in range(10)])
+assert torch.allclose(normalized_adjacency(ring, 10) @ torch.ones(10), torch.ones(10))      # GCN: degree gone
+assert torch.equal(aggregate(torch.ones(10, 1), ring, "sum").squeeze(1), torch.full((10,), 2.0))  # sum: degree
 
 # %%
 class GINLayer(nn.Module):
