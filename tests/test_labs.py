@@ -147,3 +147,7 @@ class TestLab15(LabSelfCheck):
 
 class TestLab16(LabSelfCheck):
     lab = "lab16_generative"
+
+
+class TestLab18(LabSelfCheck):
+    lab = "lab18_graphs"
