@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,11 +28,12 @@ def git_commit(path: str | os.PathLike = ".") -> str | None:
     """The commit checked out at ``path`` (with ``-dirty`` appended when tracked files have uncommitted changes),
     or None outside a git repository or without git (e.g. on Colab after a pip install)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10,
+                              check=False)
         if head.returncode != 0:
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
-                               capture_output=True, text=True, timeout=10)
+                               capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -58,7 +60,9 @@ class TensorBoardLogger:
 
     def __init__(self, log_dir: str | os.PathLike, model: nn.Module | None = None,
                  hparams: Mapping[str, Any] | None = None, *, histogram_every: int = 1) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # imported here: the package needs tensorboard only now
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # imported here: the package needs tensorboard only now
+        )
 
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(str(self.log_dir))
@@ -107,7 +111,7 @@ class TensorBoardLogger:
             hook.remove()
         self._hooks, self.grads = [], {}
 
-    def __enter__(self) -> "TensorBoardLogger":
+    def __enter__(self) -> TensorBoardLogger:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -307,7 +307,7 @@ def promotable(rung: dict[int, float], promoted: set[int], eta: int) -> list[int
 def asha(seed: int, eta: int = 3, min_epochs: int = 1) -> Tracker:
     tracker, rng = Tracker("ASHA"), np.random.default_rng(seed)
     rungs = rung_epochs(min_epochs, eta, max_epochs)
-    results = [dict() for _ in rungs]                # results[k][trial id] = val loss at rung k
+    results = [{} for _ in rungs]                    # results[k][trial id] = val loss at rung k
     promoted = [set() for _ in rungs]
     trials: list[Trial] = []
     bar = tqdm(total=budget, desc="ASHA", disable=not progress)

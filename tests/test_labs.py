@@ -143,3 +143,7 @@ class TestLab14(LabSelfCheck):
 
 class TestLab15(LabSelfCheck):
     lab = "lab15_llm_from_scratch"
+
+
+class TestLab19(LabSelfCheck):
+    lab = "lab19_experiments"
