@@ -201,15 +201,16 @@ assert regret_random.mean() < 0.75 * regret_grid.mean()
 # %% [markdown]
 # ## 4. The real search problem, and successive halving
 # Now a real objective: the validation loss of a digits MLP after some epochs, as a function of the learning
-# rate, the weight decay and the hidden width (log-uniform, log-uniform, one of four). The compute unit is one
-# training epoch; every search below gets the same budget, that of $k^2$ full-length trials.
+# rate, the weight decay and the hidden width (log-uniform, log-uniform, one of four; the grid keeps the width
+# at 64). The compute unit is one training epoch; every search below gets the same budget, that of $k^2$
+# full-length trials.
 #
 # A `Trial` keeps its model and optimizer, so a trial can be trained further later: what successive halving
 # needs.
 
 # %%
 max_epochs = cfg.pick(smoke=9, small=27, full=27)
-k = cfg.pick(smoke=2, small=3, full=5)
+k = cfg.pick(smoke=2, small=4, full=5)
 budget = k * k * max_epochs                                              # epochs each search may spend
 space = {"lr": (1e-3, 1.0), "weight_decay": (1e-6, 1e-1), "hidden": (16, 32, 64, 128)}
 
@@ -352,6 +353,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def optuna_search(seed: int) -> Tracker:
     tracker = Tracker("Optuna TPE + median")
+    bar = tqdm(total=budget, desc="Optuna", disable=not progress)
 
     def objective(trial: optuna.Trial) -> float:
         params = {"lr": trial.suggest_float("lr", *space["lr"], log=True),
@@ -364,6 +366,7 @@ def optuna_search(seed: int) -> Tracker:
                 raise optuna.TrialPruned()
             loss = run.train_to(epoch)
             tracker.record(1, loss)
+            bar.update()
             trial.report(loss, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -372,7 +375,8 @@ def optuna_search(seed: int) -> Tracker:
     study = optuna.create_study(direction="minimize",
                                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=3),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
-    study.optimize(objective, n_trials=10 * budget, show_progress_bar=progress)
+    study.optimize(objective, n_trials=10 * budget)  # stopped by the budget long before
+    bar.close()
     tracker.trials = len(study.trials)
     tracker.pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     tracker.study = study
