@@ -209,7 +209,7 @@ assert regret_random.mean() < 0.75 * regret_grid.mean()
 
 # %%
 max_epochs = cfg.pick(smoke=3, small=27, full=27)
-k = cfg.pick(smoke=2, small=4, full=5)
+k = cfg.pick(smoke=2, small=3, full=5)
 budget = k * k * max_epochs                                              # epochs each search may spend
 space = {"lr": (1e-3, 1.0), "weight_decay": (1e-6, 1e-1), "hidden": (16, 32, 64, 128)}
 
