@@ -151,3 +151,7 @@ class TestLab16(LabSelfCheck):
 
 class TestLab18(LabSelfCheck):
     lab = "lab18_graphs"
+
+
+class TestLab19(LabSelfCheck):
+    lab = "lab19_experiments"
