@@ -169,7 +169,7 @@ class ViT(nn.Module):
 # %%
 def shuffle_patches(X: torch.Tensor, patch_size: int, perm: torch.Tensor) -> torch.Tensor:
     """Rearrange the p×p blocks of (B, C, H, W) images by ``perm`` (a permutation of the N patch indices)."""
-    B, C, H, W = X.shape
+    H, W = X.shape[-2:]
     cols = F.unfold(X, patch_size, stride=patch_size)[:, :, perm]                   # (B, C·p·p, N) reordered
     return F.fold(cols, (H, W), patch_size, stride=patch_size)
 
@@ -433,7 +433,7 @@ for tau in (0.05, 0.1, 0.2, 0.5, 1.0, 2.0):
 print("share of the repelling weight on the 5% hardest negatives: "
       + ", ".join(f"tau={t:g}: {v:.0%}" for t, v in hard_share.items()))
 assert all(a > b for a, b in zip(list(hard_share.values()), list(hard_share.values())[1:]))
-assert hard_share[2.0] < 0.1 < 0.5 < hard_share[0.05]
+assert hard_share[2.0] < 0.1 and hard_share[0.05] > 0.5
 
 # %% [markdown]
 # A low temperature focuses on the few nearest negatives (useful: they carry the information, but too low makes
@@ -450,7 +450,9 @@ assert hard_share[2.0] < 0.1 < 0.5 < hard_share[0.05]
 def augment(X: torch.Tensor, g: torch.Generator, colour: bool = True) -> torch.Tensor:
     """Random crop + resize + flip (+ colour: channel permutation and brightness) of a batch (B, 3, H, W)."""
     B = len(X)
-    r = lambda *shape: torch.rand(*shape, generator=g, device=X.device)   # noqa: E731
+    def r(*shape):                                                        # uniform in [0, 1), seeded
+        return torch.rand(*shape, generator=g, device=X.device)
+
     scale = (0.5 + 0.5 * r(B)).sqrt()                                     # side of the crop, as a fraction
     flip = torch.where(r(B) < 0.5, -1.0, 1.0)
     shift = (1 - scale)[:, None] * (2 * r(B, 2) - 1)                     # keep the crop inside the image
@@ -576,7 +578,11 @@ def caption(attributes) -> str:
     return f"a {list(COLOURS)[c]} {SHAPE_CLASSES[s]}, {PLACES[p]}"
 
 
-held_out = lambda a: a[:, 1] == a[:, 0] % 4                               # noqa: E731 (colour, shape) pairs unseen
+def held_out(attributes: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: the (colour, shape) pairs never shown in training, one colour per shape."""
+    return attributes[:, 1] == attributes[:, 0] % 4
+
+
 X_cap, a_cap = captioned_shapes(cfg.pick(smoke=2000, small=8000, full=40000) * 2, seed=cfg.seed + 10)
 X_cap, a_cap = X_cap[~held_out(a_cap)], a_cap[~held_out(a_cap)]           # training pairs: no held-out ones
 X_cap_test, a_cap_test = captioned_shapes(n_test, seed=cfg.seed + 11)

@@ -135,3 +135,7 @@ class TestLab12(LabSelfCheck):
 
 class TestLab13(LabSelfCheck):
     lab = "lab13_bug_hunt"
+
+
+class TestLab17(LabSelfCheck):
+    lab = "lab17_vit_ssl"
