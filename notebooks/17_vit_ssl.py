@@ -426,7 +426,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     partner = torch.arange(2 * n, device=z.device).roll(n)              # view i's partner: i + N mod 2N
     s_max = s.masked_fill(self_mask, float("-inf")).amax(dim=1, keepdim=True).detach()
     denominator = (s - s_max).exp().masked_fill(self_mask, 0).sum(dim=1)   # sum over k != i
-    positive = s[torch.arange(2 * n), partner] - s_max[:, 0]
+    positive = s[torch.arange(2 * n, device=z.device), partner] - s_max[:, 0]
     return (denominator.log() - positive).mean()
 
 
