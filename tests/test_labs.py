@@ -155,3 +155,7 @@ class TestLab18(LabSelfCheck):
 
 class TestLab19(LabSelfCheck):
     lab = "lab19_experiments"
+
+
+class TestLab17(LabSelfCheck):
+    lab = "lab17_vit_ssl"
