@@ -143,3 +143,19 @@ class TestLab14(LabSelfCheck):
 
 class TestLab15(LabSelfCheck):
     lab = "lab15_llm_from_scratch"
+
+
+class TestLab16(LabSelfCheck):
+    lab = "lab16_generative"
+
+
+class TestLab18(LabSelfCheck):
+    lab = "lab18_graphs"
+
+
+class TestLab19(LabSelfCheck):
+    lab = "lab19_experiments"
+
+
+class TestLab17(LabSelfCheck):
+    lab = "lab17_vit_ssl"

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDA_NAMES = {"torch": "pytorch"}  # pip name -> conda-forge name, where they differ
+CONDA_NAMES = {"torch": "pytorch", "torch_geometric": "pytorch_geometric"}  # pip name -> conda-forge name, where they differ
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:
