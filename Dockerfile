@@ -41,7 +41,7 @@ RUN pip install --quiet --index-url "$TORCH_INDEX" torch torchvision
 # the course does not download them again. EXTRAS: the extras the labs need, which are the learner's `lab` extra
 # without JupyterLab, i.e. the topic extras that pyproject's `notebooks` extra groups (tests/test_container.py checks
 # that they agree).
-ARG EXTRAS=lora,export,llm,graphs,experiments
+ARG EXTRAS=lora,export,llm,graphs,experiments,serving
 COPY pyproject.toml /tmp/pyproject.toml
 RUN python -c "import os, tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
 print(*p['dependencies'], *(r for e in os.environ['EXTRAS'].split(',') for r in p['optional-dependencies'][e]), \

@@ -89,6 +89,20 @@ def test_forbid_switches_functions_off_and_restores_them():
     assert math.isclose(torch.softmax(torch.zeros(1, 2), dim=1)[0, 0].item(), 0.5)
 
 
+def test_forbid_also_switches_off_an_alias_taken_before_the_block():
+    import types
+
+    module = types.ModuleType("reference")
+    exec("def solve(x):\n    return 2 * x", module.__dict__)
+    alias = module.solve  # what a learner's `from reference import solve as alias` holds
+    with K.forbid([(module, "solve"), (module, "solve")], "write it yourself"):
+        with pytest.raises(AssertionError, match="write it yourself"):
+            alias(1)
+        with pytest.raises(AssertionError, match="write it yourself"):
+            module.solve(1)
+    assert alias(2) == module.solve(2) == 4
+
+
 def test_check_prediction_compares_as_floats_and_shows_the_gap(monkeypatch, capsys):
     monkeypatch.delenv(K.MODE_ENV, raising=False)
     K.check_prediction("init loss", 2.3, expected=torch.tensor(2.302585), rtol=0.01)

@@ -159,3 +159,7 @@ class TestLab19(LabSelfCheck):
 
 class TestLab17(LabSelfCheck):
     lab = "lab17_vit_ssl"
+
+
+class TestLab20(LabSelfCheck):
+    lab = "lab20_serving"
