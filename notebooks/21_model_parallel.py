@@ -497,7 +497,7 @@ def zero1_step(model, state, rank, world_size, lr):
     adam_update(mine, flat_grad.chunk(world_size)[rank], state, lr)
     dist.all_gather(list(flat_param.chunk(world_size)), mine)
     with torch.no_grad():
-        for p, new in zip(params, flat_param.split([p.numel() for p in params])):
+        for p, new in zip(params, flat_param.split([p.numel() for p in params] + [pad])):
             p.copy_(new.view_as(p))
 
 
