@@ -355,7 +355,7 @@ print("stage 0, GPipe:", schedule("gpipe", 2, 4, 0))
 print("stage 0, 1F1B: ", schedule("1f1b", 2, 4, 0))
 print("stage 1, 1F1B: ", schedule("1f1b", 2, 4, 1))
 
-slot_s = cfg.pick(smoke=0.01, small=0.02, full=0.02)
+slot_s = cfg.pick(smoke=0.01, small=0.02, full=0.05)
 micro_batches = cfg.pick(smoke=[1, 2, 4], small=[1, 2, 4, 8], full=[1, 2, 4, 8, 16])
 
 
@@ -472,6 +472,7 @@ for kind in ("gpipe", "1f1b"):
 # %%
 zero_steps = cfg.pick(smoke=3, small=10, full=20)
 zero_lr = 1e-2
+zero_tol = 1e-4   # Adam divides by sqrt(v): rounding in a near-zero gradient can move a weight by up to ~lr
 
 
 def adam_update(param, grad, state, lr, betas=(0.9, 0.999), eps=1e-8):
@@ -491,11 +492,13 @@ def zero1_step(model, state, rank, world_size, lr):
     pad = -len(flat_grad) % world_size
     flat_grad = F.pad(flat_grad, (0, pad))
     dist.all_reduce(flat_grad)                         # ZeRO-2: reduce-scatter, keep only this rank's slice
+    count("all_reduce", flat_grad.nbytes)
     flat_grad /= world_size
     flat_param = F.pad(torch.cat([p.detach().flatten() for p in params]), (0, pad))
     mine = flat_param.chunk(world_size)[rank].clone()
     adam_update(mine, flat_grad.chunk(world_size)[rank], state, lr)
     dist.all_gather(list(flat_param.chunk(world_size)), mine)
+    count("all_gather", flat_param.nbytes)
     with torch.no_grad():
         for p, new in zip(params, flat_param.split([p.numel() for p in params] + [pad])):
             p.copy_(new.view_as(p))
@@ -510,11 +513,12 @@ def zero_vs_ddp(rank, world_size):
     numel = sum(p.numel() for p in model.parameters())
     slice_len = (numel + world_size - 1) // world_size
     state = {"step": 0, "m": torch.zeros(slice_len), "v": torch.zeros(slice_len)}
+    comm["bytes"] = 0
     for _ in range(zero_steps):
         model.zero_grad()
         F.mse_loss(model(shard(X)), shard(target)).backward()
         zero1_step(model, state, rank, world_size, zero_lr)
-    zero_state_bytes = state["m"].nbytes + state["v"].nbytes
+    zero_state_bytes, zero_bytes_per_step = state["m"].nbytes + state["v"].nbytes, comm["bytes"] // zero_steps
     ddp = DDP(make_mlp())
     optimizer = torch.optim.Adam(ddp.parameters(), lr=zero_lr)
     for _ in range(zero_steps):
@@ -523,7 +527,8 @@ def zero_vs_ddp(rank, world_size):
         optimizer.step()
     ddp_state_bytes = sum(t.nbytes for s in optimizer.state.values() for t in s.values() if t.dim() > 0)
     return {"zero": [p.detach() for p in model.parameters()], "ddp": [p.detach() for p in ddp.module.parameters()],
-            "zero_state_bytes": zero_state_bytes, "ddp_state_bytes": ddp_state_bytes, "numel": numel}
+            "zero_state_bytes": zero_state_bytes, "ddp_state_bytes": ddp_state_bytes, "numel": numel,
+            "zero_bytes_per_step": zero_bytes_per_step}
 
 
 zero = dd.run_local(zero_vs_ddp, 2, echo=False)
@@ -531,15 +536,21 @@ zero_diff = max(max_diff(zero[r]["zero"], zero[r]["ddp"]) for r in range(2))
 print(f"after {zero_steps} Adam steps, ZeRO-1 vs DDP + torch.optim.Adam: max |difference| {zero_diff:.1e}")
 print_table(["rank", "Adam state bytes, DDP", "Adam state bytes, ZeRO-1"],
             [[r, zero[r]["ddp_state_bytes"], zero[r]["zero_state_bytes"]] for r in range(2)])
-assert zero_diff < 1e-5
+ddp_bytes_per_step = 2 * (2 - 1) // 2 * 4 * zero[0]["numel"]     # DDP's ring all-reduce of the gradients, W = 2
+print(f"bytes one rank sends per step: ZeRO-1 {zero[0]['zero_bytes_per_step']}, DDP {ddp_bytes_per_step}")
+assert zero_diff < zero_tol
+assert zero[0]["zero_bytes_per_step"] == 3 * ddp_bytes_per_step // 2
 assert zero[0]["ddp_state_bytes"] == 8 * zero[0]["numel"]
 assert all(zero[r]["zero_state_bytes"] == 8 * ((zero[0]["numel"] + 1) // 2) for r in range(2))
 
 # %% [markdown]
-# Each rank keeps half the Adam state (4 + 4 bytes per parameter in its slice, against 8 per parameter with
-# DDP), and training is unchanged. The extra all-gather costs as many bytes as the all-reduce's second half: ZeRO-1
-# sends 1.5 × DDP's bytes here; the usual implementation (reduce-scatter + all-gather, ZeRO-2) sends exactly what
-# DDP sends. `torch.distributed.optim.ZeroRedundancyOptimizer` is PyTorch's ZeRO-1; FSDP (notebook 09) shards
+# The difference is rounding, amplified by Adam's division by $\sqrt{v}$ where a gradient is close to zero
+# (`zero_tol` = 1e-4); a real mistake, such as a slice updated twice or never gathered, moves weights by about
+# `zero_lr` = 1e-2 per step. Each rank keeps half the Adam state (4 + 4 bytes per parameter in its slice, against
+# 8 per parameter with DDP), and training is unchanged. The extra all-gather costs as many bytes as the all-reduce's
+# second half: this ZeRO-1 sends 1.5 × DDP's bytes (counted above); with a reduce-scatter instead of the all-reduce
+# (ZeRO-2, and most ZeRO-1 implementations) it sends exactly what DDP sends.
+# `torch.distributed.optim.ZeroRedundancyOptimizer` is PyTorch's ZeRO-1; FSDP (notebook 09) shards
 # the parameters as well (ZeRO-3).
 
 # %% [markdown]
@@ -646,12 +657,11 @@ assert all(max_diff(g["params"], list(one.parameters())) < tp_tol for g in grid)
 # %%
 P = full_params
 hidden_act = batch_size * 4 * d_model * 4
-ring = 2 * (2 - 1) / 2 * 4 * P                    # DDP's all-reduce of all gradients, W = 2
 table = [
     ["one process", 4 * P, hidden_act, 8 * P, 0],
-    ["data parallel (DDP)", 4 * P, hidden_act // 2, zero[0]["ddp_state_bytes"], int(ring)],
-    ["ZeRO-1 (measured state)", 4 * P, hidden_act // 2, zero[0]["zero_state_bytes"], int(1.5 * ring)],
-    ["tensor parallel (measured)", 4 * tp_params, hidden_act // 2, 8 * tp_params, tp[0][False]["bytes"]],
+    ["data parallel (DDP)", 4 * P, hidden_act // 2, zero[0]["ddp_state_bytes"], ddp_bytes_per_step],
+    ["ZeRO-1", 4 * P, hidden_act // 2, zero[0]["zero_state_bytes"], zero[0]["zero_bytes_per_step"]],
+    ["tensor parallel", 4 * tp_params, hidden_act // 2, 8 * tp_params, tp[0][False]["bytes"]],
     ["pipeline, 2 stages", 4 * sum(p.numel() for p in reference[:2].parameters()), hidden_act,
      8 * sum(p.numel() for p in reference[:2].parameters()), hidden_act],
 ]
