@@ -355,7 +355,7 @@ print("stage 0, GPipe:", schedule("gpipe", 2, 4, 0))
 print("stage 0, 1F1B: ", schedule("1f1b", 2, 4, 0))
 print("stage 1, 1F1B: ", schedule("1f1b", 2, 4, 1))
 
-slot_s = cfg.pick(smoke=0.01, small=0.02, full=0.05)
+slot_s = cfg.pick(smoke=0.02, small=0.02, full=0.05)
 micro_batches = cfg.pick(smoke=[1, 2, 4], small=[1, 2, 4, 8], full=[1, 2, 4, 8, 16])
 
 
