@@ -157,6 +157,10 @@ class TestLab19(LabSelfCheck):
     lab = "lab19_experiments"
 
 
+class TestLab21(LabSelfCheck):
+    lab = "lab21_model_parallel"
+
+
 class TestLab17(LabSelfCheck):
     lab = "lab17_vit_ssl"
 
