@@ -53,17 +53,15 @@ def forbid(targets: Iterable[tuple[Any, str]], why: str) -> Iterator[None]:
     The attribute is replaced, and where it holds a plain Python function without a closure, that function's code
     is swapped too, so a learner's alias imported earlier (``from dlcourse.serving import validate as v``) is
     switched off as well. Compiled functions (torch's, numpy's) can only be replaced by name."""
-    def forbidden(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError(why)
-
     namespace: dict[str, Any] = {}
-    exec(f"def _forbidden(*args, **kwargs):\n    raise AssertionError({why!r})", namespace)  # no closure: swappable
+    exec(f"def forbidden(*args, **kwargs):\n    raise AssertionError({why!r})", namespace)  # no closure: swappable
+    forbidden = namespace["forbidden"]
     with ExitStack() as stack:
         for owner, name in targets:
             function = getattr(owner, name)
             if type(function).__name__ == "function" and not function.__code__.co_freevars:
                 original = function.__code__
-                function.__code__ = namespace["_forbidden"].__code__
+                function.__code__ = forbidden.__code__
                 stack.callback(setattr, function, "__code__", original)
             stack.enter_context(mock.patch.object(owner, name, forbidden))
         yield

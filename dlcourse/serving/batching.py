@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -52,7 +52,6 @@ class BatchStats:
     batches: int = 0
     rows: int = 0
     model_s: float = 0.0
-    sizes: list[int] = field(default_factory=list)
 
     @property
     def mean_batch(self) -> float:
@@ -125,7 +124,6 @@ class Batcher:
         self.stats.batches += 1
         self.stats.rows += len(out)
         self.stats.model_s += time.perf_counter() - start
-        self.stats.sizes.append(len(out))
         offsets = np.cumsum([0] + [len(x) for x in xs])
         for (_, _, done), a, b in zip(batch, offsets[:-1], offsets[1:]):
             if not done.done():  # a request that timed out has no one waiting

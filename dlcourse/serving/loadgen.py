@@ -9,6 +9,7 @@ It runs its own event loop in a thread, so it also works inside Jupyter, whose k
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import threading
 import time
@@ -79,8 +80,6 @@ def run_load(url: str, payload: Callable[[int], dict], *, requests: int = 200, c
                 latencies.append(time.perf_counter() - start)
 
     async def main():
-        import itertools
-
         counter, deadline = itertools.count(), time.perf_counter() + max_s
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as http:
